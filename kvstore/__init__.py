@@ -1,0 +1,101 @@
+"""kvstore: an asyncio, hierarchical key-value store on DynamoDB, after Vault's physical backends.
+
+The public names live here; backends are imported from their modules::
+
+    from kvstore import Entry
+    from kvstore.inmem import InmemBackend
+    from kvstore.dynamodb import DynamoDBBackend
+
+    async with await DynamoDBBackend.create({"table": "kv"}) as store:
+        await store.put(Entry("a/b/c", b"v"))
+        await store.list("a/")        # ["b/"]
+"""
+
+from kvstore.backend import (
+    ABSENT,
+    Backend,
+    Check,
+    ConditionalBackend,
+    Fence,
+    HABackend,
+    Lock,
+    VersionedEntry,
+    Write,
+)
+from kvstore.entry import Entry, Operation, TxnEntry
+from kvstore.errors import (
+    AlreadyInProgress,
+    BackendClosed,
+    BackendError,
+    ConditionFailed,
+    ConfigError,
+    EngineError,
+    EngineUnavailable,
+    FenceRejected,
+    IdempotencyError,
+    IdempotencyKeyMissing,
+    InvalidKey,
+    InvalidValue,
+    KVStoreError,
+    LockError,
+    LockLost,
+    LockNotHeld,
+    LockTimeout,
+    PayloadMismatch,
+    RetriesExhausted,
+    TableNotActive,
+    TableNotFound,
+    Throttled,
+    TransactionConflict,
+    TransactionTooLarge,
+    UsageError,
+    ValueTooLarge,
+    VersionConflict,
+    WriteIncomplete,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABSENT",
+    "AlreadyInProgress",
+    "Backend",
+    "BackendClosed",
+    "BackendError",
+    "Check",
+    "ConditionFailed",
+    "ConditionalBackend",
+    "ConfigError",
+    "EngineError",
+    "EngineUnavailable",
+    "Entry",
+    "Fence",
+    "FenceRejected",
+    "HABackend",
+    "IdempotencyError",
+    "IdempotencyKeyMissing",
+    "InvalidKey",
+    "InvalidValue",
+    "KVStoreError",
+    "Lock",
+    "LockError",
+    "LockLost",
+    "LockNotHeld",
+    "LockTimeout",
+    "Operation",
+    "PayloadMismatch",
+    "RetriesExhausted",
+    "TableNotActive",
+    "TableNotFound",
+    "Throttled",
+    "TransactionConflict",
+    "TransactionTooLarge",
+    "TxnEntry",
+    "UsageError",
+    "ValueTooLarge",
+    "VersionConflict",
+    "VersionedEntry",
+    "Write",
+    "WriteIncomplete",
+    "__version__",
+]

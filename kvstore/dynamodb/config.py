@@ -1,0 +1,161 @@
+"""DynamoDBConfig: the backend's settings, read from Vault's config keys and environment variables.
+
+Keys and variables follow Vault's DynamoDB backend so an existing Vault configuration works
+unchanged; the environment wins over the mapping. Every value is validated here, once, and a bad
+one is a :class:`~kvstore.errors.ConfigError` naming the key (``invalid read capacity: "abc"``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kvstore.errors import ConfigError
+from kvstore.lease import DEFAULT_TIMINGS, LockTimings
+from kvstore.permits import DEFAULT_PERMITS
+
+__all__ = ["DEFAULT_REGION", "DEFAULT_TABLE", "DynamoDBConfig"]
+
+DEFAULT_TABLE = "vault-dynamodb-backend"
+DEFAULT_REGION = "us-east-1"
+#: Vault's provisioned capacity for tables it creates.
+DEFAULT_CAPACITY = 5
+BILLING_MODES = ("PROVISIONED", "PAY_PER_REQUEST")
+
+_KNOWN_KEYS = frozenset(
+    {
+        "table", "read_capacity", "write_capacity", "endpoint", "region", "dynamodb_max_retries",
+        "ha_enabled", "max_parallel", "access_key", "secret_key", "session_token", "billing_mode",
+        "lock_ttl", "lock_renew_interval", "lock_retry_interval", "lock_watch_interval",
+        "write_deadline", "connect_timeout", "read_timeout", "table_active_timeout",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DynamoDBConfig:
+    """Validated settings of a :class:`~kvstore.dynamodb.DynamoDBBackend`."""
+
+    table: str = DEFAULT_TABLE
+    region: str = DEFAULT_REGION
+    endpoint: str | None = None
+    read_capacity: int = DEFAULT_CAPACITY
+    write_capacity: int = DEFAULT_CAPACITY
+    billing_mode: str = "PROVISIONED"
+    max_retries: int | None = None
+    """The SDK's retry attempts for throttling and 5xx; ``None`` keeps botocore's default."""
+    ha_enabled: bool = False
+    max_parallel: int = DEFAULT_PERMITS
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    lock_timings: LockTimings = DEFAULT_TIMINGS
+    write_deadline: float = 30.0
+    """How long unprocessed batch items are retried before a put fails with WriteIncomplete."""
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    table_active_timeout: float = 120.0
+
+    @classmethod
+    def from_mapping(
+        cls, conf: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> DynamoDBConfig:
+        """Build from Vault-style ``conf`` keys, with environment variables taking precedence.
+
+        :raises ConfigError: an unknown key or an invalid value.
+        """
+        conf = dict(conf or {})
+        env = os.environ if environ is None else environ
+        unknown = sorted(set(conf) - _KNOWN_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+        for k, v in conf.items():
+            if not isinstance(v, str):
+                raise ConfigError(f"config value for {k!r} must be a string, not {type(v).__name__}")
+
+        def pick(key: str, *env_names: str) -> str | None:
+            for name in env_names:
+                if env.get(name):
+                    return env[name]
+            v = conf.get(key)
+            return v if v not in (None, "") else None
+
+        table = pick("table", "AWS_DYNAMODB_TABLE") or DEFAULT_TABLE
+        if not 3 <= len(table) <= 255 or not all(c.isalnum() or c in "_-." for c in table):
+            raise ConfigError(f"invalid table name: {table!r} (3-255 of a-z A-Z 0-9 _ - .)")
+        region = (
+            env.get("AWS_DYNAMODB_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+            or conf.get("region") or DEFAULT_REGION
+        )
+        endpoint = pick("endpoint", "AWS_DYNAMODB_ENDPOINT")
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"invalid endpoint: {endpoint!r} (an http:// or https:// URL)")
+        billing = (pick("billing_mode") or "PROVISIONED").upper()
+        if billing not in BILLING_MODES:
+            raise ConfigError(f"invalid billing mode: {billing!r} (one of {', '.join(BILLING_MODES)})")
+        max_retries_s = pick("dynamodb_max_retries", "AWS_DYNAMODB_MAX_RETRIES")
+        timings = DEFAULT_TIMINGS.override(
+            ttl=_seconds("lock ttl", pick("lock_ttl")),
+            renew_interval=_seconds("lock renew interval", pick("lock_renew_interval")),
+            watch_interval=_seconds("lock watch interval", pick("lock_watch_interval")),
+            retry_interval=_seconds("lock retry interval", pick("lock_retry_interval")),
+        )
+        return cls(
+            table=table,
+            region=region,
+            endpoint=endpoint,
+            read_capacity=_int("read capacity", pick("read_capacity", "AWS_DYNAMODB_READ_CAPACITY"),
+                               DEFAULT_CAPACITY, minimum=1),
+            write_capacity=_int("write capacity", pick("write_capacity", "AWS_DYNAMODB_WRITE_CAPACITY"),
+                                DEFAULT_CAPACITY, minimum=1),
+            billing_mode=billing,
+            max_retries=None if max_retries_s is None else _int("max retries", max_retries_s, 0, minimum=0),
+            ha_enabled=_bool("ha_enabled", pick("ha_enabled", "DYNAMODB_HA_ENABLED")),
+            max_parallel=_int("max parallel", pick("max_parallel"), DEFAULT_PERMITS, minimum=1),
+            access_key=pick("access_key"),
+            secret_key=pick("secret_key"),
+            session_token=pick("session_token"),
+            lock_timings=timings,
+            write_deadline=_seconds("write deadline", pick("write_deadline")) or 30.0,
+            connect_timeout=_seconds("connect timeout", pick("connect_timeout")) or 10.0,
+            read_timeout=_seconds("read timeout", pick("read_timeout")) or 30.0,
+            table_active_timeout=_seconds("table active timeout", pick("table_active_timeout")) or 120.0,
+        )
+
+
+def _int(what: str, raw: str | None, default: int, *, minimum: int) -> int:
+    if raw is None:
+        return default
+    try:
+        v = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f'invalid {what}: "{raw}"') from None
+    if v < minimum:
+        raise ConfigError(f'invalid {what}: "{raw}" (at least {minimum})')
+    return v
+
+
+def _seconds(what: str, raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        v = float(raw.strip().removesuffix("s"))
+    except ValueError:
+        raise ConfigError(f'invalid {what}: "{raw}"') from None
+    if not math.isfinite(v) or v <= 0:
+        raise ConfigError(f'invalid {what}: "{raw}" (a positive number of seconds)')
+    return v
+
+
+def _bool(what: str, raw: str | None) -> bool:
+    # Go's strconv.ParseBool, which Vault uses, accepts exactly these.
+    if raw is None:
+        return False
+    s = raw.strip()
+    if s in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if s in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise ConfigError(f'invalid {what}: "{raw}" (true or false)')

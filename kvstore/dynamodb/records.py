@@ -1,0 +1,96 @@
+"""Pure conversions between kvstore entries and DynamoDB items (Vault's table format).
+
+Key ``a/b/c`` is the item ``{Path: "a/b", Key: "c", Value: B}``; a top-level key has Path ``" "``.
+A folder pointer for ``a/b/`` is ``{Path: "a", Key: "b/"}``: it exists so that ``list("a/")`` can be
+one Query on ``Path="a"``. Records also carry ``Version``, an opaque token that changes on every
+write, which versioned (compare-and-swap) writes rely on. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Any
+
+from kvstore.entry import Entry
+from kvstore.keys import ROOT_PATH, prefixes, split
+
+__all__ = [
+    "ATTR_KEY",
+    "ATTR_PATH",
+    "ATTR_VALUE",
+    "ATTR_VERSION",
+    "Item",
+    "entry_from_item",
+    "item_key",
+    "new_version",
+    "pointer_item",
+    "pointer_items",
+    "record_item",
+    "version_of",
+]
+
+Item = dict[str, Any]
+"""A DynamoDB item in the low-level wire format (``{"Path": {"S": "a"}}``)."""
+
+ATTR_PATH = "Path"
+ATTR_KEY = "Key"
+ATTR_VALUE = "Value"
+ATTR_VERSION = "Version"
+
+
+def new_version() -> str:
+    """A fresh opaque version token (random, so writers need no coordination)."""
+    return uuid.uuid4().hex
+
+
+def item_key(key: str) -> Item:
+    """The primary key of the record for ``key``."""
+    path, name = split(key)
+    return {ATTR_PATH: {"S": path}, ATTR_KEY: {"S": name}}
+
+
+def record_item(entry: Entry, version: str) -> Item:
+    """The full item storing ``entry`` with version ``version``."""
+    item = item_key(entry.key)
+    item[ATTR_VALUE] = {"B": bytes(entry.value)}
+    item[ATTR_VERSION] = {"S": version}
+    return item
+
+
+def pointer_item(folder: str) -> Item:
+    """The pointer that makes folder ``folder`` (``"a/b"``, no trailing ``/``) visible in its parent."""
+    path, name = split(folder)
+    return {ATTR_PATH: {"S": path}, ATTR_KEY: {"S": name + "/"}}
+
+
+def pointer_items(key: str) -> list[Item]:
+    """Every folder pointer a put of ``key`` writes, shallowest first."""
+    return [pointer_item(p) for p in prefixes(key)]
+
+
+def _decode_value(attr: dict[str, Any]) -> bytes:
+    if "B" in attr:
+        return bytes(attr["B"])
+    if "S" in attr:
+        # Older writers stored the value as a base64 string; read it back as the bytes it encodes.
+        try:
+            return base64.b64decode(attr["S"], validate=True)
+        except (binascii.Error, ValueError):
+            return str(attr["S"]).encode()
+    return b""
+
+
+def entry_from_item(item: Item) -> Entry:
+    """The entry an item stores; ``Entry.key`` is the full key (``Path/Key``)."""
+    path = item[ATTR_PATH]["S"]
+    name = item[ATTR_KEY]["S"]
+    key = name if path == ROOT_PATH else f"{path}/{name}"
+    value = _decode_value(item.get(ATTR_VALUE, {}))
+    return Entry(key, value)
+
+
+def version_of(item: Item) -> str:
+    """The version token of a record item (``""`` for items written by Vault, which have none)."""
+    return str(item.get(ATTR_VERSION, {}).get("S", ""))

@@ -1,0 +1,251 @@
+"""The one error hierarchy of kvstore.
+
+Every error kvstore raises is a :class:`KVStoreError`. Misuse of the API (bad keys, bad values, bad
+configuration, calling a closed backend) is kept apart from operational failures (the engine is
+unreachable, throttles, or a condition did not hold), so callers can tell "fix your code" from
+"try again"::
+
+    KVStoreError
+    ├── UsageError                      the caller's mistake; retrying cannot help
+    │   ├── InvalidKey                  (also ValueError) empty, malformed or over-long key
+    │   ├── InvalidValue                (also TypeError) a value that is not bytes, a key not str
+    │   ├── ValueTooLarge               the item would exceed DynamoDB's 400 KB
+    │   ├── TransactionTooLarge         over 100 items or 4 MB in one transaction
+    │   ├── ConfigError                 an invalid configuration value
+    │   ├── BackendClosed               (also RuntimeError) used after aclose()
+    │   └── LockNotHeld                 (also RuntimeError) asked for a token of a lock not held
+    ├── BackendError                    the engine failed or refused; ``code`` keeps the wire code
+    │   ├── EngineUnavailable           endpoint unreachable, connection dropped, timed out
+    │   ├── Throttled                   throughput exceeded and the SDK's retries ran out
+    │   ├── TableNotFound               the table does not exist (or was deleted)
+    │   ├── TableNotActive              the table exists but is not ACTIVE in time
+    │   ├── WriteIncomplete             unprocessed items still left when the deadline passed
+    │   ├── TransactionConflict         another transaction touched the same items
+    │   └── ConditionFailed             a conditional write found another state
+    │       ├── VersionConflict         a versioned write found another version
+    │       └── FenceRejected           a fenced write's token is no longer current
+    ├── LockError
+    │   ├── LockLost                    leadership was lost
+    │   └── LockTimeout                 the lock was not acquired in time
+    ├── RetriesExhausted                a read-modify-write gave up after its retries
+    ├── IdempotencyError
+    │   ├── AlreadyInProgress           another call holds the idempotency claim
+    │   ├── PayloadMismatch             same key, different payload
+    │   └── IdempotencyKeyMissing       the key could not be derived from the call
+    └── EngineError                     DynamoDB Local could not be installed or started
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AlreadyInProgress",
+    "BackendClosed",
+    "BackendError",
+    "ConditionFailed",
+    "ConfigError",
+    "EngineError",
+    "EngineUnavailable",
+    "FenceRejected",
+    "IdempotencyError",
+    "IdempotencyKeyMissing",
+    "InvalidKey",
+    "InvalidValue",
+    "KVStoreError",
+    "LockError",
+    "LockLost",
+    "LockNotHeld",
+    "LockTimeout",
+    "PayloadMismatch",
+    "RetriesExhausted",
+    "TableNotActive",
+    "TableNotFound",
+    "Throttled",
+    "TransactionConflict",
+    "TransactionTooLarge",
+    "UsageError",
+    "ValueTooLarge",
+    "VersionConflict",
+    "WriteIncomplete",
+]
+
+
+class KVStoreError(Exception):
+    """The root of every error kvstore raises."""
+
+
+class UsageError(KVStoreError):
+    """The caller used the API wrongly; the same call will fail again."""
+
+
+class InvalidKey(UsageError, ValueError):
+    """A key is empty, malformed, or longer than DynamoDB allows."""
+
+    def __init__(self, key: object, reason: str) -> None:
+        super().__init__(f"invalid key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class InvalidValue(UsageError, TypeError):
+    """An argument has the wrong type (a value that is not bytes, a key that is not str)."""
+
+
+class ValueTooLarge(UsageError):
+    """The item would exceed DynamoDB's item size limit; nothing was written."""
+
+    def __init__(self, key: str, size: int, limit: int) -> None:
+        super().__init__(f"item for key {key!r} would be {size} bytes, over the {limit}-byte limit")
+        self.key = key
+        self.size = size
+        self.limit = limit
+
+
+class TransactionTooLarge(UsageError):
+    """A transaction exceeds DynamoDB's item count or size limit; nothing was written."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"transaction has {size} {what}, over the limit of {limit}")
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+
+class ConfigError(UsageError):
+    """A configuration value is missing or invalid."""
+
+
+class BackendClosed(UsageError, RuntimeError):
+    """The backend was used after ``aclose()``."""
+
+
+class LockNotHeld(UsageError, RuntimeError):
+    """A lock's holder-only property was read before the lock was ever granted."""
+
+
+class BackendError(KVStoreError):
+    """The storage engine failed or refused a request.
+
+    ``code`` is the engine's error code (``"ProvisionedThroughputExceededException"``...) when
+    there was one, so nothing is lost by the translation.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class EngineUnavailable(BackendError):
+    """The endpoint could not be reached, the connection dropped, or a request timed out."""
+
+
+class Throttled(BackendError):
+    """DynamoDB throttled the request and the SDK's retries ran out."""
+
+
+class TableNotFound(BackendError):
+    """The table does not exist."""
+
+
+class TableNotActive(BackendError):
+    """The table exists but did not become ACTIVE in time."""
+
+
+class WriteIncomplete(BackendError):
+    """Some items were still unprocessed when the retry deadline passed.
+
+    ``pending`` counts the write requests that did not land. The ones that did are not rolled back
+    (BatchWriteItem is not atomic); a put that raises this may be retried safely, since puts and
+    deletes are idempotent.
+    """
+
+    def __init__(self, message: str, *, pending: int) -> None:
+        super().__init__(message, code="UnprocessedItems")
+        self.pending = pending
+
+
+class TransactionConflict(BackendError):
+    """A transaction was cancelled because another one touched the same items; retry it."""
+
+    def __init__(self, message: str, *, reasons: list[str] | None = None) -> None:
+        super().__init__(message, code="TransactionCanceledException")
+        self.reasons = reasons or []
+
+
+class ConditionFailed(BackendError):
+    """A conditional write found the item in another state than expected.
+
+    ``current`` is what the engine reported as the item's state when the condition failed (or
+    ``None`` when it is absent or unknown).
+    """
+
+    def __init__(self, key: str, expected: Any = None, current: Any = None, *, message: str = "") -> None:
+        super().__init__(message or f"condition failed for key {key!r}", code="ConditionalCheckFailedException")
+        self.key = key
+        self.expected = expected
+        self.current = current
+
+
+class VersionConflict(ConditionFailed):
+    """A versioned write expected one version of the key and found another (``current``)."""
+
+
+class FenceRejected(ConditionFailed):
+    """A fenced write carried a fencing token that is no longer the lock's current one."""
+
+
+class LockError(KVStoreError):
+    """A lock could not be acquired or was lost."""
+
+
+class LockLost(LockError):
+    """Leadership of ``key`` (granted with fencing ``token``) was lost."""
+
+    def __init__(self, key: str, token: int | None = None) -> None:
+        super().__init__(f"lock {key!r} lost (fencing token {token})")
+        self.key = key
+        self.token = token
+
+
+class LockTimeout(LockError):
+    """The lock was not acquired before the timeout or the last retry."""
+
+
+class RetriesExhausted(KVStoreError):
+    """A retried operation gave up; ``last`` is the error of the final attempt."""
+
+    def __init__(self, message: str, *, attempts: int, last: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last = last
+
+
+class IdempotencyError(KVStoreError):
+    """An idempotent call could not proceed."""
+
+
+class AlreadyInProgress(IdempotencyError):
+    """Another call holds the claim for this idempotency key; ``retry_after`` is a hint in seconds."""
+
+    def __init__(self, key: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"idempotency key {key!r} is already in progress")
+        self.key = key
+        self.retry_after = retry_after
+
+
+class PayloadMismatch(IdempotencyError):
+    """The idempotency key was used before with a different payload; ``record`` is the stored one."""
+
+    def __init__(self, key: str, record: Any = None) -> None:
+        super().__init__(f"idempotency key {key!r} was used with a different payload")
+        self.key = key
+        self.record = record
+
+
+class IdempotencyKeyMissing(IdempotencyError, ValueError):
+    """The idempotency key could not be derived from the call's arguments."""
+
+
+class EngineError(KVStoreError):
+    """DynamoDB Local could not be installed or started."""
