@@ -1,0 +1,261 @@
+"""The conformance suite every backend must pass, shipped as library code (like Vault's sdk/physical).
+
+Run it against any backend from your own tests::
+
+    from kvstore.testing import exercise_backend, exercise_backend_list_prefix
+
+    async def test_my_backend():
+        async with MyBackend() as b:
+            await exercise_backend(b)
+            await exercise_backend_list_prefix(b)
+
+Each function expects an empty store and leaves it empty. Failures raise ``AssertionError`` with a
+message naming the broken rule. Every assertion says why the rule exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from kvstore.backend import Backend, HABackend
+from kvstore.entry import Entry, Operation, TxnEntry
+from kvstore.errors import InvalidKey, InvalidValue, TransactionTooLarge, ValueTooLarge
+
+__all__ = [
+    "exercise_backend",
+    "exercise_backend_list_prefix",
+    "exercise_bad_input",
+    "exercise_ha_backend",
+    "exercise_same_name_key_and_folder",
+    "exercise_transactional_backend",
+]
+
+
+def _eq(actual: object, expected: object, why: str) -> None:
+    assert actual == expected, f"{why}: expected {expected!r}, got {actual!r}"
+
+
+async def exercise_backend(b: Backend) -> None:
+    """Vault's ExerciseBackend: the basic contract of put/get/delete/list."""
+    # A missing key reads as None, not an error: callers use get() to test for existence.
+    _eq(await b.get("foo"), None, "get of a missing key")
+    # Deleting a missing key succeeds: delete is idempotent, so retries are always safe.
+    await b.delete("foo")
+    # An empty store lists nothing.
+    _eq(await b.list(""), [], "list of an empty store")
+
+    await b.put(Entry("foo", b"test"))
+    # What was put is what is read, and the entry carries the full key.
+    _eq(await b.get("foo"), Entry("foo", b"test"), "get after put")
+    _eq(await b.list(""), ["foo"], "list after a top-level put")
+
+    # Overwriting is allowed and the last write wins.
+    await b.put(Entry("foo", b"second"))
+    _eq(await b.get("foo"), Entry("foo", b"second"), "get after overwrite")
+
+    await b.delete("foo")
+    _eq(await b.get("foo"), None, "get after delete")
+    _eq(await b.list(""), [], "list after the only key was deleted")
+
+    # Nested keys show up as folders (trailing "/") in their parent.
+    await b.put(Entry("foo/bar", b"baz"))
+    _eq(await b.list(""), ["foo/"], "a nested key makes its folder visible at the root")
+    _eq(await b.list("foo/"), ["bar"], "the folder lists its key")
+    _eq(await b.get("foo/bar"), Entry("foo/bar", b"baz"), "get of a nested key")
+
+    # Deep keys, and siblings at several depths.
+    await b.put(Entry("foo/bar/baz/qux", b"deep"))
+    await b.put(Entry("foo/zip", b"z"))
+    _eq(await b.list("foo/"), ["bar", "bar/", "zip"], "a key and a folder of the same name are two children")
+    _eq(await b.list("foo/bar/"), ["baz/"], "intermediate folders are listed")
+    _eq(await b.list("foo/bar/baz/"), ["qux"], "the deepest folder lists its key")
+
+    # Empty folders vanish: once the deep key goes, its folders go with it.
+    await b.delete("foo/bar/baz/qux")
+    _eq(await b.list("foo/bar/"), [], "a folder emptied by delete lists nothing")
+    _eq(await b.list("foo/"), ["bar", "zip"], "an emptied folder disappears from its parent")
+
+    # Values are opaque bytes: every byte value survives, the empty value included.
+    binary = bytes(range(256))
+    await b.put(Entry("foo/bin", binary))
+    _eq(await b.get("foo/bin"), Entry("foo/bin", binary), "binary values round-trip")
+    await b.put(Entry("foo/empty", b""))
+    _eq(await b.get("foo/empty"), Entry("foo/empty", b""), "an empty value is a value, not a missing key")
+
+    # Unicode keys are stored as given.
+    await b.put(Entry("foo/ünï/cödé", b"u"))
+    _eq(await b.list("foo/ünï/"), ["cödé"], "unicode names round-trip")
+
+    # Lock records (last segment starting with "_") are never listed.
+    await b.put(Entry("foo/_hidden", b"h"))
+    _eq("_hidden" in await b.list("foo/"), False, "names starting with '_' are hidden from list")
+    _eq(await b.get("foo/_hidden"), Entry("foo/_hidden", b"h"), "a hidden name is still readable by key")
+
+    for key in ("foo/bar", "foo/zip", "foo/bin", "foo/empty", "foo/ünï/cödé", "foo/_hidden"):
+        await b.delete(key)
+    _eq(await b.list(""), [], "the store is empty again after deleting everything")
+
+
+async def exercise_backend_list_prefix(b: Backend) -> None:
+    """Vault's ExerciseBackend_ListPrefix: listing at each level of a chain of keys."""
+    e1, e2, e3 = Entry("foo", b"test"), Entry("foo/bar", b"test"), Entry("foo/bar/baz", b"test")
+    for e in (e1, e2, e3):
+        await b.put(e)
+    _eq(await b.list(""), ["foo", "foo/"], "root lists the key foo and the folder foo/")
+    _eq(await b.list("foo/"), ["bar", "bar/"], "foo/ lists the key bar and the folder bar/")
+    _eq(await b.list("foo"), ["bar", "bar/"], "a prefix without its trailing '/' means the same folder")
+    _eq(await b.list("foo/bar/"), ["baz"], "foo/bar/ lists baz")
+    _eq(await b.list("nothing/"), [], "a folder that does not exist lists nothing")
+    for e in (e1, e2, e3):
+        await b.delete(e.key)
+    _eq(await b.list(""), [], "the store is empty again")
+
+
+async def exercise_same_name_key_and_folder(b: Backend) -> None:
+    """A key ``x`` and a folder ``x/`` are different children; deleting one never hides the other.
+
+    Vault's DynamoDB backend gets this wrong: its empty-folder check treats ``bar`` and ``bar/`` as
+    the same child, so deleting one can strand the other.
+    """
+    await b.put(Entry("foo/bar", b"1"))
+    await b.put(Entry("foo/bar/baz", b"2"))
+    await b.delete("foo/bar")
+    _eq(await b.list(""), ["foo/"], "deleting key foo/bar keeps folder foo/ (it still holds bar/)")
+    _eq(await b.list("foo/"), ["bar/"], "deleting key foo/bar keeps folder foo/bar/")
+    _eq(await b.get("foo/bar/baz"), Entry("foo/bar/baz", b"2"), "the deeper key is untouched")
+
+    await b.put(Entry("foo/bar", b"1"))
+    await b.delete("foo/bar/baz")
+    _eq(await b.list("foo/"), ["bar"], "deleting the folder's last key keeps the key of the same name")
+    _eq(await b.list(""), ["foo/"], "foo/ still holds the key bar")
+    await b.delete("foo/bar")
+    _eq(await b.list(""), [], "the last delete empties every folder")
+
+    # Siblings keep a folder alive at every depth.
+    await b.put(Entry("a/b/c/d", b"1"))
+    await b.put(Entry("a/x", b"2"))
+    await b.delete("a/b/c/d")
+    _eq(await b.list(""), ["a/"], "a/ still holds x")
+    _eq(await b.list("a/"), ["x"], "the emptied chain b/c/ is pruned up to the first non-empty folder")
+    await b.delete("a/x")
+    _eq(await b.list(""), [], "the store is empty again")
+
+
+async def exercise_transactional_backend(b: Backend) -> None:
+    """Vault's ExerciseTransactionalBackend: all steps apply together, in order per key."""
+    await b.put(Entry("foo", b"bar"))
+    await b.put(Entry("zip", b"zap"))
+    await b.transaction(
+        [
+            TxnEntry(Operation.PUT, Entry("foo", b"bar2")),
+            TxnEntry(Operation.DELETE, Entry("zip")),
+            TxnEntry(Operation.PUT, Entry("zork/zap", b"boo")),
+            TxnEntry(Operation.PUT, Entry("tmp", b"1")),
+            TxnEntry(Operation.DELETE, Entry("tmp")),  # the last step on a key wins
+        ]
+    )
+    _eq(await b.get("foo"), Entry("foo", b"bar2"), "a transaction's put overwrites")
+    _eq(await b.get("zip"), None, "a transaction's delete removes")
+    _eq(await b.get("tmp"), None, "steps on one key coalesce in order: put then delete leaves nothing")
+    _eq(await b.list(""), ["foo", "zork/"], "a transaction writes folder pointers for its puts")
+    _eq(await b.list("zork/"), ["zap"], "the new folder lists its key")
+
+    await b.transaction([TxnEntry(Operation.DELETE, Entry("zork/zap")), TxnEntry(Operation.DELETE, Entry("foo"))])
+    _eq(await b.list(""), [], "deletes in a transaction prune empty folders too")
+
+    # Too many steps is a typed error and nothing is written: never a silent split.
+    too_many = [TxnEntry(Operation.PUT, Entry(f"many/{i}", b"x")) for i in range(101)]
+    try:
+        await b.transaction(too_many)
+    except TransactionTooLarge:
+        pass
+    else:
+        raise AssertionError("a transaction over 100 items must raise TransactionTooLarge")
+    _eq(await b.list(""), [], "a refused transaction writes nothing")
+
+    # An empty transaction is a no-op.
+    await b.transaction([])
+    _eq(await b.list(""), [], "an empty transaction changes nothing")
+
+
+async def exercise_bad_input(b: Backend) -> None:
+    """Bad input raises a typed error before anything is written."""
+    bad_keys: list[object] = ["", "/a", "a/", "a//b", "a\x00b", "x" * 1025, "/".join(["p" * 1000] * 3) + "/k"]
+    for key in bad_keys:
+        for call in (b.get, b.delete):
+            try:
+                await call(key)  # type: ignore[arg-type]
+            except InvalidKey:
+                pass
+            else:
+                raise AssertionError(f"{call.__name__}({key!r:.40}) must raise InvalidKey")
+        try:
+            await b.put(Entry(key, b"v"))  # type: ignore[arg-type]
+        except InvalidKey:
+            pass
+        else:
+            raise AssertionError(f"put of key {key!r:.40} must raise InvalidKey")
+    for wrong in (123, None, b"bytes-key"):
+        try:
+            await b.get(wrong)  # type: ignore[arg-type]
+        except InvalidValue:
+            pass
+        else:
+            raise AssertionError(f"get({wrong!r}) must raise InvalidValue (keys are str)")
+    try:
+        await b.put(Entry("k", "not bytes"))  # type: ignore[arg-type]
+    except InvalidValue:
+        pass
+    else:
+        raise AssertionError("a str value must raise InvalidValue (values are bytes)")
+    try:
+        await b.put(Entry("big", b"x" * (400 * 1024)))
+    except ValueTooLarge as exc:
+        assert exc.size > exc.limit, "ValueTooLarge reports the size and the limit"
+    else:
+        raise AssertionError("a value over DynamoDB's 400 KB item limit must raise ValueTooLarge")
+    _eq(await b.list(""), [], "rejected writes left nothing behind")
+    _eq(await b.get("big"), None, "the oversized value was not written")
+
+
+async def exercise_ha_backend(b: HABackend, b2: HABackend) -> None:
+    """Vault's ExerciseHABackend: two nodes contend for one lock.
+
+    ``b`` and ``b2`` may be the same backend object (two locks then act as two nodes).
+    Uses short timings so the suite stays quick.
+    """
+    timing = {"ttl": 2.0, "renew_interval": 0.5, "watch_interval": 0.5, "retry_interval": 0.1}
+    lock = b.lock_with("foo", "bar", **timing)
+    lost = await lock.lock()
+    assert lost is not None, "lock() without a stop event returns the leadership-lost event"
+    assert not lost.is_set(), "a fresh holder has not lost the lock"
+    token1 = lock.fencing_token
+    assert isinstance(token1, int) and not isinstance(token1, bool), "the fencing token is a plain int"
+
+    # The other node sees the holder and its value.
+    lock2 = b2.lock_with("foo", "baz", **timing)
+    _eq(await lock2.value(), (True, "bar"), "value() from another node names the current holder")
+
+    # A contender with a stop event gives up when it is set, returning None.
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.5, stop.set)
+    _eq(await lock2.lock(stop), None, "a contender whose stop event fires returns None")
+
+    # A blocked contender gets the lock as soon as the holder unlocks.
+    waiter = asyncio.create_task(lock2.lock())
+    await asyncio.sleep(0.3)
+    assert not waiter.done(), "the contender blocks while the lock is held"
+    await lock.unlock()
+    try:
+        lost2 = await asyncio.wait_for(waiter, timeout=5)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+    assert lost2 is not None and not lost2.is_set(), "the contender holds the lock after the unlock"
+    _eq(await lock.value(), (True, "baz"), "value() now names the new holder")
+    assert lock2.fencing_token > token1, "every grant gets a larger fencing token"
+    await lock2.unlock()
+    _eq(await lock.value(), (False, ""), "after the last unlock nobody holds the lock")
