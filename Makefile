@@ -25,7 +25,7 @@ test: setup ## The whole suite against DynamoDB Local (started by the tests)
 	$(PY) -m pytest -q
 
 lint: $(STAMP) ## ruff and mypy --strict
-	$(VENV)/bin/ruff check kvstore tests benchmarks
+	$(VENV)/bin/ruff check kvstore tests $(wildcard benchmarks)
 	$(VENV)/bin/mypy --strict kvstore
 
 bench: setup ## The standard benchmark set; JSON and plots under benchmarks/results/
