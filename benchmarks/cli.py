@@ -1,0 +1,138 @@
+"""``python -m benchmarks``: parse options, run the benchmark, print the ratios table.
+
+Without ``--endpoint`` it starts DynamoDB Local for the run (kvstore.engine.LocalEngine). The exit
+status is 0 when every target ran every cell without errors, 1 otherwise (a target that could not
+be opened, a failed cell, operations that raised), 2 for bad options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from benchmarks.config import TARGETS, WORKLOADS, BenchConfig, quick_config, standard_config
+from benchmarks.harness import RESULTS_DIR, run_benchmarks
+
+__all__ = ["main", "parser"]
+
+
+def _name_list(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated subset of ``allowed``."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(f"choose from {','.join(allowed)} (got {text!r})")
+        return names
+
+    return parse
+
+
+def _size(text: str) -> int:
+    text = text.strip().lower()
+    scale = {"k": 1000, "m": 1000_000}.get(text[-1:], 1)
+    number = text[:-1] if scale != 1 else text
+    try:
+        return int(float(number) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 100, 10k)") from None
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    return tuple(_size(part) for part in text.split(","))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m benchmarks``."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark kvstore's DynamoDB backend against the same requests sent raw with aiobotocore.",
+    )
+    p.add_argument("--quick", action="store_true", help="smoke-sized set, well under a minute")
+    p.add_argument("--endpoint", help="DynamoDB endpoint URL (default: start DynamoDB Local for the run)")
+    p.add_argument("--workloads", type=_name_list(WORKLOADS), help=f"subset of {','.join(WORKLOADS)}")
+    p.add_argument("--targets", type=_name_list(TARGETS), help=f"subset of {','.join(TARGETS)}")
+    p.add_argument("--concurrency", type=_int_list, help="concurrency levels of the main sweep, e.g. 1,64")
+    p.add_argument("--depths", type=_int_list, help="key depths of the depth sweep (1-8; 'none' to skip)")
+    p.add_argument("--value-sizes", type=_int_list, help="value sizes of the size sweep (100,10k,100k; 'none' skips)")
+    p.add_argument("--depth", type=int, help="key depth of the concurrency sweep (default 3)")
+    p.add_argument("--value-size", type=_size, help="value size of the concurrency sweep (default 1024)")
+    p.add_argument("--sweep-concurrency", type=int, help="concurrency of the depth and size sweeps")
+    p.add_argument("--keys", type=int, help="keys (= timed operations) per cell of the concurrency sweep")
+    p.add_argument("--sweep-keys", type=int, help="keys per cell of the depth and size sweeps")
+    p.add_argument("--latency-ms", type=float, help="add this latency per request (kvstore.testing.faults.FaultProxy)")
+    p.add_argument("--max-parallel", type=int, help="kvstore's max_parallel and raw's connection pool (default 128)")
+    p.add_argument("--seed", type=int, help="seed of the operation plans")
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+_FIELDS = {
+    "workloads": "workloads",
+    "targets": "targets",
+    "concurrency": "concurrency",
+    "depths": "depths",
+    "value_sizes": "value_sizes",
+    "depth": "base_depth",
+    "value_size": "base_value_size",
+    "sweep_concurrency": "sweep_concurrency",
+    "keys": "keys",
+    "sweep_keys": "sweep_keys",
+    "latency_ms": "latency_ms",
+    "max_parallel": "max_parallel",
+    "seed": "seed",
+}
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """The standard (or quick) configuration with the options given on the command line."""
+    base = quick_config() if args.quick else standard_config()
+    overrides = {field: getattr(args, opt) for opt, field in _FIELDS.items() if getattr(args, opt) is not None}
+    return replace(base, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line; see the module docstring for the exit status."""
+    p = parser()
+    args = p.parse_args(argv)
+    config = config_from_args(args)
+    try:
+        config.validate()
+    except ValueError as exc:
+        p.error(str(exc))
+    report = run_benchmarks(
+        config,
+        endpoint=args.endpoint,
+        results_dir=args.results,
+        progress=not args.no_progress,
+        plots=not args.no_plots,
+    )
+    data = report.data
+    engine = data["engine"]
+    print(
+        f"\nrun {data['run_id']} ({config.label}), {data['duration_s']} s; engine {engine.get('name') or '?'} "
+        f"{engine.get('version') or '?'}; data path {data['data_path']['via']}"
+        + (f" +{config.latency_ms:g} ms" if config.latency_ms else "")
+    )
+    print("ratios are kvstore/raw: ops/s above 1 and p95/req/items below 1 favour kvstore\n")
+    print(report.table())
+    for note in data["notes"]:
+        print(f"note: {note}")
+    if report.json_path is not None:
+        print(f"\nresults: {report.json_path}")
+    for path in report.plot_paths:
+        print(f"plot:    {path}")
+    failed = data["notes"] or any(c.get("failed") or c.get("errors") for c in data["results"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

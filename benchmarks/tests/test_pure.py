@@ -1,0 +1,149 @@
+"""The harness's pure parts: data model, key space, plans, counting, statistics, report, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import pytest
+
+from benchmarks import model
+from benchmarks.cli import config_from_args, parser
+from benchmarks.config import WORKLOADS, BenchConfig, quick_config, standard_config
+from benchmarks.keyspace import KeySpace
+from benchmarks.report import compare, format_table, round_ratios
+from benchmarks.stats import latency_summary, percentile, ratio
+from benchmarks.tap import _items
+from benchmarks.workloads import MIX, plan
+
+
+def test_split_and_pointers_follow_vaults_layout() -> None:
+    assert model.split("a/b/c") == ("a/b", "c")
+    assert model.split("c") == (" ", "c")  # top-level keys live under a single space
+    assert model.prefixes("a/b/c") == ["a/", "a/b/"]
+    assert model.pointer("a/") == (" ", "a/")
+    assert model.pointer("a/b/") == ("a", "b/")
+    assert model.folder_path("") == " "
+    assert model.folder_path("a/b/") == "a/b"
+
+
+def test_put_is_one_batch_of_pointers_then_record() -> None:
+    reqs = model.put_requests("a/b/c", b"v")
+    items = [r["PutRequest"]["Item"] for r in reqs]
+    assert items == [
+        {"Path": {"S": " "}, "Key": {"S": "a/"}},
+        {"Path": {"S": "a"}, "Key": {"S": "b/"}},
+        {"Path": {"S": "a/b"}, "Key": {"S": "c"}, "Value": {"B": b"v"}},
+    ]
+    assert len(model.batches(reqs)) == 1
+
+
+def test_raw_model_matches_kvstores_records() -> None:
+    # The raw baseline must write what kvstore writes (kvstore adds a Version attribute).
+    records = pytest.importorskip("kvstore.dynamodb.records")
+    for key in ("c", "a/c", "a/b/c", "a/b/c/d/e/f/g/h"):
+        ours = [r["PutRequest"]["Item"] for r in model.put_requests(key, b"x")]
+        theirs = records.pointer_items(key)
+        assert ours[:-1] == theirs
+        assert {k: v for k, v in ours[-1].items() if k != "Value"} == records.item_key(key)
+
+
+@pytest.mark.parametrize("depth", range(1, 9))
+def test_keyspace_has_the_asked_depth_and_folder_size(depth: int) -> None:
+    space = KeySpace("ns", depth, 95, 10)
+    keys = space.all_keys()
+    assert len(set(keys)) == 95
+    assert all(len(k.split("/")) == depth for k in keys)
+    folders = space.leaf_folders()
+    assert len(folders) == (1 if depth <= 2 else 10)
+    if depth >= 3:
+        assert Counter(space.folder(i) for i in range(95))[folders[0]] == 10
+
+
+def test_plans_are_deterministic_and_complete() -> None:
+    space = KeySpace("ns", 3, 200, 10)
+    for workload in WORKLOADS:
+        assert plan(workload, space, 1) == plan(workload, space, 1)
+        assert len(plan(workload, space, 1)) == 200
+    assert sorted(op.arg for op in plan("put", space, 1)) == sorted(space.all_keys())
+    assert sorted(op.arg for op in plan("delete", space, 1)) == sorted(space.all_keys())
+
+
+def test_mix_shares_and_churn_deletes() -> None:
+    ops = plan("mix", KeySpace("ns", 3, 4000, 10), 7)
+    kinds = Counter(op.kind for op in ops)
+    for kind, share in MIX.items():
+        assert abs(kinds[kind] / len(ops) - share) < 0.03
+    known = set(KeySpace("ns", 3, 4000, 10).all_keys())
+    # Deletes never remove a key of the key space: later workloads still find every key.
+    assert not any(op.arg in known for op in ops if op.kind == "delete")
+
+
+def test_tap_counts_items_per_request_body() -> None:
+    body = json.dumps({"RequestItems": {"t": [{"PutRequest": {}}, {"DeleteRequest": {}}]}}).encode()
+    assert _items("BatchWriteItem", body) == 2
+    assert _items("GetItem", b"{}") == 1
+    assert _items("Query", b"{}") == 0
+    assert _items("TransactWriteItems", json.dumps({"TransactItems": [{}, {}, {}]}).encode()) == 3
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50
+    assert percentile(values, 95) == 95
+    assert percentile(values, 99) == 99
+    assert percentile([3.0], 99) == 3
+    assert math.isnan(percentile([], 50))
+    assert latency_summary([1_000_000, 2_000_000])["max"] == 2.0
+
+
+def test_ratios() -> None:
+    assert ratio(2.0, 4.0) == 0.5
+    assert ratio(1.0, 0.0) is None
+    assert ratio(None, 1.0) is None
+    assert round_ratios({"ops_per_s_rounds": [10, 30]}, {"ops_per_s_rounds": [10, 10]}) == {
+        "median": 2.0,
+        "min": 1.0,
+        "max": 3.0,
+    }
+
+
+def test_compare_pairs_targets_and_tolerates_a_missing_one() -> None:
+    base = {"scenario": "s", "workload": "get", "depth": 3, "value_size": 1, "concurrency": 1, "keys": 1}
+    kv = {**base, "target": "kvstore", "ops_per_s": 50.0, "latency_ms": {"p95": 2.0}, "sweeps": []}
+    raw = {**base, "target": "raw", "ops_per_s": 100.0, "latency_ms": {"p95": 1.0}, "sweeps": []}
+    (both,) = compare([kv, raw])
+    assert both["ratio"]["ops_per_s"] == 0.5
+    assert both["ratio"]["p95_ms"] == 2.0
+    (alone,) = compare([raw])
+    assert alone["kvstore"] is None and alone["ratio"]["ops_per_s"] is None
+    assert "get" in format_table([both, alone])
+
+
+def test_scenarios_merge_shared_points() -> None:
+    cfg = standard_config()
+    scenarios = cfg.scenarios()
+    ids = [s.id for s in scenarios]
+    assert len(ids) == len(set(ids))
+    shared = next(s for s in scenarios if s.sweeps == ("concurrency", "depth"))
+    assert shared.workloads == WORKLOADS
+    only_put = BenchConfig(workloads=("put",)).scenarios()
+    assert all(s.workloads == ("put",) for s in only_put)
+
+
+def test_config_validation() -> None:
+    quick_config().validate()
+    for bad in (BenchConfig(depths=(9,)), BenchConfig(value_sizes=(0,)), BenchConfig(workloads=("scan",))):
+        with pytest.raises(ValueError):
+            bad.validate()
+
+
+def test_cli_options_override_the_set() -> None:
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--workloads", "scan"])
+    args = parser().parse_args(["--quick", "--workloads", "put,get", "--concurrency", "1,64", "--latency-ms", "5"])
+    cfg = config_from_args(args)
+    assert cfg.quick and cfg.workloads == ("put", "get") and cfg.concurrency == (1, 64) and cfg.latency_ms == 5
+    assert config_from_args(parser().parse_args(["--depths", "none"])).depths == ()
+    assert config_from_args(parser().parse_args(["--value-sizes", "100,10k"])).value_sizes == (100, 10_000)
