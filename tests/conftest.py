@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -85,3 +86,44 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[InmemBackend 
         conf = request.getfixturevalue("dynamodb_conf")
         async with await DynamoDBBackend.create(conf) as d:
             yield d
+
+
+_engine_warm = False
+
+
+async def _warm_lock_paths(conf: dict[str, str]) -> None:
+    """Run every lock request once, so the first test's TTL is not spent on DynamoDB Local's JIT.
+
+    A cold JVM answers the first UpdateItem of a new shape in a few hundred milliseconds; with
+    the 1 s TTLs of the HA tests that alone can cost a holder its lease.
+    """
+    from kvstore import Entry, Fence
+    from kvstore.dynamodb.lock import DynamoDBLockStore
+
+    async with await DynamoDBBackend.create(conf) as backend:
+        store = DynamoDBLockStore(backend.table)
+        for _ in range(3):
+            rec = await store.acquire("warm/leader", identity="w", value="v", ttl=1.0,
+                                      expected_version=(r.version if (r := await store.read("warm/leader")) else None))
+            await store.renew("warm/leader", identity="w")
+            await store.renew("warm/leader", identity="x")
+            await backend.commit([], fence=Fence("warm/leader", rec.fence))
+            await store.release("warm/leader", identity="w")
+        await backend.put(Entry("warm/k", b"v"))
+
+
+@pytest_asyncio.fixture(params=["inmem", "dynamodb"])
+async def ha_nodes(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any]]:
+    """Two nodes' views of one store, for HA tests: the same InmemBackend twice (its locks contend
+    like two nodes), or two DynamoDB backends (two clients) on one fresh table."""
+    global _engine_warm
+    if request.param == "inmem":
+        async with InmemBackend() as b:
+            yield b, b
+        return
+    conf = request.getfixturevalue("dynamodb_conf")
+    if not _engine_warm:
+        await _warm_lock_paths({**conf, "table": f"kvwarm-{uuid.uuid4().hex[:12]}"})
+        _engine_warm = True
+    async with await DynamoDBBackend.create(conf) as a, await DynamoDBBackend.create(conf) as b:
+        yield a, b

@@ -16,6 +16,7 @@ Every write is an UpdateItem with a condition; no write ever re-creates a record
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kvstore.backend import Fence
@@ -51,6 +52,16 @@ def _record(item: Item) -> LockRecord:
     )
 
 
+def _record_on_failure(exc: ConditionFailed) -> LockRecord | None:
+    """The record a failed condition found (``ReturnValuesOnConditionCheckFailure=ALL_OLD``).
+
+    ``None`` when the item is missing or the engine did not send it back.
+    """
+    response = getattr(exc.__cause__, "response", None)
+    item = response.get("Item") if isinstance(response, dict) else None
+    return _record(item) if item else None
+
+
 def fence_condition(fence: Fence) -> dict[str, Any]:
     """A ConditionCheck body (Key and condition) that holds while ``fence`` is the current grant."""
     return {
@@ -64,10 +75,14 @@ def fence_condition(fence: Fence) -> dict[str, Any]:
 class DynamoDBLockStore(LockStore):
     """Lock records in the backend's table."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, *, check_open: Callable[[], None] = lambda: None) -> None:
+        """``check_open`` raises BackendClosed once the backend is closed: a lock must not go on
+        using (and quietly reopening) a closed client."""
         self._table = table
+        self._check_open = check_open
 
     async def read(self, key: str) -> LockRecord | None:
+        self._check_open()
         k = lock_key(key)
         out = await self._table.call("get_item", key=k, Key=item_key(k), ConsistentRead=True)
         item = out.get("Item")
@@ -76,6 +91,7 @@ class DynamoDBLockStore(LockStore):
     async def acquire(
         self, key: str, *, identity: str, value: str, ttl: float, expected_version: str | None
     ) -> LockRecord:
+        self._check_open()
         k = lock_key(key)
         values: dict[str, Any] = {
             ":id": {"S": identity},
@@ -100,12 +116,17 @@ class DynamoDBLockStore(LockStore):
                 ExpressionAttributeNames=_names("#id", "#val", "#ver", "#ttl", "#exp", "#fence"),
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
+                # On failure the reply carries the record found, so a caller whose earlier attempt
+                # landed (the SDK retried after a lost reply) sees its own identity there.
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ConditionFailed as exc:
-            raise ConditionFailed(k, expected_version, None, message=f"lock {key!r} changed meanwhile") from exc
+            current = _record_on_failure(exc)
+            raise ConditionFailed(k, expected_version, current, message=f"lock {key!r} changed meanwhile") from exc
         return _record(out["Attributes"])
 
     async def renew(self, key: str, *, identity: str) -> LockRecord | None:
+        self._check_open()
         k = lock_key(key)
         try:
             out = await self._table.call(
@@ -125,11 +146,15 @@ class DynamoDBLockStore(LockStore):
                 # landed (a timeout) is told apart from a real loss.
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except ConditionFailed:
+        except ConditionFailed as exc:
+            current = _record_on_failure(exc)
+            if current is not None and current.identity == identity:
+                raise  # still ours, so not a loss: let the caller retry
             return None
         return _record(out["Attributes"])
 
     async def release(self, key: str, *, identity: str) -> None:
+        self._check_open()
         k = lock_key(key)
         try:
             await self._table.call(
