@@ -37,8 +37,14 @@ def coalesce(txns: Sequence[TxnEntry]) -> list[Write]:
     return writes
 
 
-def check_size(writes: Sequence[Write], checks: Sequence[Check]) -> None:
-    count = len(writes) + len(checks)
+def check_size(writes: Sequence[Write], checks: Sequence[Check], *, fenced: bool = False) -> None:
+    """Refuse what DynamoDB would: over 100 transaction items (a fence is one more) or 4 MB.
+
+    Folder pointers are not counted: they are written before the transaction, not in it.
+
+    :raises TransactionTooLarge: nothing has been written.
+    """
+    count = len(writes) + len(checks) + (1 if fenced else 0)
     if count > MAX_TXN_ITEMS:
         raise TransactionTooLarge("items", count, MAX_TXN_ITEMS)
     size = sum(record_size(w.entry.key, w.entry.value) for w in writes)
@@ -46,7 +52,15 @@ def check_size(writes: Sequence[Write], checks: Sequence[Check]) -> None:
         raise TransactionTooLarge("bytes", size, MAX_TXN_BYTES)
 
 
-def validate_commit(writes: Sequence[Write], checks: Sequence[Check]) -> None:
+def validate_commit(writes: Sequence[Write], checks: Sequence[Check], *, fenced: bool = False) -> None:
+    """Check a conditional commit before anything is sent.
+
+    Each key may appear once, as a write or as a check (DynamoDB refuses two operations on one item
+    in a transaction, and a key that is written carries its own condition).
+
+    :raises InvalidValue: a malformed write, check or expected version, or a key named twice.
+    :raises InvalidKey, ValueTooLarge, TransactionTooLarge: as for the entries themselves.
+    """
     seen: set[str] = set()
     for w in writes:
         if not isinstance(w, Write):
@@ -64,7 +78,10 @@ def validate_commit(writes: Sequence[Write], checks: Sequence[Check]) -> None:
         _check_expected(c.if_version, allow_none=False)
     if len(seen) != len(writes):
         raise InvalidValue("a commit may write each key at most once")
-    check_size(writes, checks)
+    both = seen.intersection(c.key for c in checks)
+    if both or len({c.key for c in checks}) != len(checks):
+        raise InvalidValue(f"a commit may name each key once, as a write or a check: {sorted(both)!r}")
+    check_size(writes, checks, fenced=fenced)
 
 
 def _check_expected(v: object, *, allow_none: bool) -> None:

@@ -236,7 +236,7 @@ class InmemBackend(Backend, HABackend, ConditionalBackend):
         *,
         fence: Fence | None = None,
     ) -> dict[str, str]:
-        validate_commit(writes, checks)
+        validate_commit(writes, checks, fenced=fence is not None)
         await self._before("commit")
         return await self._apply(writes, checks, fence)
 

@@ -10,8 +10,15 @@ Request plan of each operation (round trips are what cost time against real Dyna
   round trip); usually a sibling remains and that is all. When the folder empties, the levels above
   are queried concurrently (one more round trip) and the empty pointers deleted deepest first (one
   more): at most three sequential round trips where Vault needs one Query per level.
-- ``transaction`` / ``commit``: one TransactWriteItems (records, their conditions, and the folder
-  pointers of every put), then empty-folder cleanup for the deletes.
+- ``transaction`` / ``commit``: the folder pointers of every put (one BatchWriteItem), then one
+  TransactWriteItems with the records and their conditions only, then empty-folder cleanup for the
+  deletes. Pointers stay out of the transaction so that plain puts into the same folder (which
+  rewrite its pointers) never cancel it.
+- ``commit`` of one conditional write (no checks, no fence), the shape of every CAS: no transaction.
+  A put sends its pointers (BatchWriteItem) first, then the record as a conditional PutItem; a delete
+  is one conditional DeleteItem, then cleanup. Half the write units of a transaction, and writers
+  in one folder no longer cancel each other's transactions on the pointers they share (figures in
+  ``kvstore.recipes.versioned``, from ``benchmarks/recipes_cas.py``).
 
 Known limit (as in Vault): a delete that empties a folder races a concurrent put into the same
 folder; the put's pointer can be removed after the put wrote it. Keep writers of one folder from
@@ -35,6 +42,7 @@ from kvstore.commits import coalesce, validate_commit
 from kvstore.dynamodb.config import DynamoDBConfig
 from kvstore.dynamodb.lock import DynamoDBLockStore, fence_condition
 from kvstore.dynamodb.records import (
+    ATTR_FENCE,
     ATTR_KEY,
     ATTR_PATH,
     ATTR_VERSION,
@@ -48,10 +56,11 @@ from kvstore.dynamodb.records import (
     version_of,
 )
 from kvstore.dynamodb.table import Table
-from kvstore.dynamodb.writer import BATCH_LIMIT, BatchWriter, WriteRequest
+from kvstore.dynamodb.writer import BATCH_LIMIT, BatchWriter, WriteRequest, settle
 from kvstore.entry import Entry, Operation, TxnEntry
 from kvstore.errors import (
     BackendClosed,
+    ConditionFailed,
     ConfigError,
     FenceRejected,
     TransactionConflict,
@@ -63,6 +72,10 @@ from kvstore.limits import check_entry
 from kvstore.permits import PermitPool
 
 __all__ = ["DynamoDBBackend"]
+
+#: Items read when probing whether a folder is empty: the child going away, the pointer below it,
+#: and room for a lock record, so the usual folder needs one small Query per level.
+_CHILD_PROBE = 4
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +89,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         self._table = table
         self._stack = stack
         self._writer = BatchWriter(table, deadline=config.write_deadline)
-        self._locks = DynamoDBLockStore(table)
+        self._locks = DynamoDBLockStore(table, check_open=self._check_open)
         self._closed = False
 
     @classmethod
@@ -186,8 +199,8 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         names = await self._query_names(folder_of(prefix))
         return sorted(n for n in names if not is_hidden(n))
 
-    async def _query_names(self, path: str, *, limit: int | None = None) -> builtins.list[str]:
-        """The Key of every item in partition ``path`` (all pages unless ``limit``)."""
+    async def _query_names(self, path: str) -> builtins.list[str]:
+        """The Key of every item in partition ``path`` (all pages)."""
         params: dict[str, Any] = {
             "KeyConditionExpression": "#p = :p",
             "ExpressionAttributeNames": {"#p": ATTR_PATH, "#k": ATTR_KEY},
@@ -195,14 +208,12 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             "ProjectionExpression": "#k",
             "ConsistentRead": True,
         }
-        if limit is not None:
-            params["Limit"] = limit
         names: builtins.list[str] = []
         while True:
             out = await self._table.call("query", key=path, **params)
             names.extend(item[ATTR_KEY]["S"] for item in out.get("Items", []))
             last = out.get("LastEvaluatedKey")
-            if not last or limit is not None:
+            if not last:
                 return names
             params["ExclusiveStartKey"] = last
 
@@ -210,7 +221,9 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         validate_key(key)
         self._check_open()
         request: WriteRequest = {"DeleteRequest": {"Key": item_key(key)}}
-        _, emptied = await asyncio.gather(self._writer.write([request]), self._folder_empties(key))
+        # The record's delete and the probe of its folder go out together (one round trip); settle
+        # waits for both, so a delete that raises has no write left in flight.
+        _, emptied = await settle(self._writer.write([request]), self._folder_empties(key))
         if emptied:
             await self._prune_above(key)
 
@@ -220,8 +233,31 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         if not folders:
             return False  # a top-level key: the root has no pointer to remove
         path, name = split(key)
-        names = await self._query_names(path, limit=2)
-        return all(n == name for n in names)
+        return await self._only_child(path, name)
+
+    async def _only_child(self, path: str, child: str) -> bool:
+        """Whether partition ``path`` holds no data item besides ``child`` (which is going away).
+
+        Lock records are not data: they live in their folder's partition (Vault's layout) but are
+        found by key, not through pointers, so they must not keep an otherwise empty folder listed
+        (the in-memory backend agrees). They are recognised by their fencing attribute. The Query
+        reads one page of ``_CHILD_PROBE`` items; when that page is all lock records and ``child``
+        and more follow, the folder is kept: at worst an empty folder stays listed, never a key
+        is stranded.
+        """
+        out = await self._table.call(
+            "query",
+            key=path,
+            KeyConditionExpression="#p = :p",
+            ExpressionAttributeNames={"#p": ATTR_PATH, "#k": ATTR_KEY, "#f": ATTR_FENCE},
+            ExpressionAttributeValues={":p": {"S": path}},
+            ProjectionExpression="#k, #f",
+            ConsistentRead=True,
+            Limit=_CHILD_PROBE,
+        )
+        items = out.get("Items", [])
+        others = [i for i in items if i[ATTR_KEY]["S"] != child and ATTR_FENCE not in i]
+        return not others and not (len(items) >= _CHILD_PROBE and out.get("LastEvaluatedKey"))
 
     async def _prune_above(self, key: str) -> None:
         """Delete the pointers of folders above ``key`` that are now empty, deepest first.
@@ -231,14 +267,13 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         """
         folders = prefixes(key)  # shallowest first: ["a", "a/b"]
         upper = folders[:-1]
-        children = await asyncio.gather(*(self._query_names(f, limit=2) for f in upper))
+        below = [base(f) + "/" for f in folders[1:]]  # the pointer each upper folder holds to the next
+        empty = await asyncio.gather(*(self._only_child(f, b) for f, b in zip(upper, below, strict=True)))
         doomed = [folders[-1]]
-        for folder, names in zip(reversed(upper), reversed(children), strict=True):
-            below = base(doomed[-1]) + "/"
-            if all(n == below for n in names):
-                doomed.append(folder)
-            else:
+        for folder, is_empty in zip(reversed(upper), reversed(empty), strict=True):
+            if not is_empty:
                 break
+            doomed.append(folder)
         requests: builtins.list[WriteRequest] = [{"DeleteRequest": {"Key": _key_of(pointer_item(f))}} for f in doomed]
         # Deepest first: a crash between batches leaves an empty folder, never a hidden key.
         await self._writer.write(*(requests[i : i + BATCH_LIMIT] for i in range(0, len(requests), BATCH_LIMIT)))
@@ -283,22 +318,30 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         *,
         fence: Fence | None = None,
     ) -> dict[str, str]:
-        validate_commit(writes, checks)
+        validate_commit(writes, checks, fenced=fence is not None)
         self._check_open()
         return await self._commit(writes, checks, fence)
 
     async def _commit(self, writes: Sequence[Write], checks: Sequence[Check], fence: Fence | None) -> dict[str, str]:
+        """Pointers first (one BatchWriteItem), then the records and conditions as one transaction.
+
+        Folder pointers stay out of the transaction: every plain put in a folder rewrites that
+        folder's pointer items, and DynamoDB cancels a transaction (TransactionConflict) whose items
+        another write touches meanwhile, so pointers inside it would make busy folders refuse
+        transactions. Out of it, the transaction's 100 items are all the caller's. A crash between
+        the two leaves at worst an empty folder; a refused commit prunes what it added.
+        """
+        if len(writes) == 1 and not checks and fence is None and writes[0].if_version is not None:
+            return await self._commit_one(writes[0])
         items: builtins.list[dict[str, Any]] = []
         owners: builtins.list[tuple[str, Any]] = []  # what each transact item stands for, to explain a failure
         versions: dict[str, str] = {}
-        pointer_folders: dict[str, None] = {}
         for w in writes:
             cond = _version_condition(w.if_version)
             if w.operation is Operation.PUT:
                 versions[w.entry.key] = v = new_version()
                 op: dict[str, Any] = {"Put": {"TableName": self._table.name, "Item": record_item(w.entry, v)}}
                 body = op["Put"]
-                pointer_folders.update(dict.fromkeys(prefixes(w.entry.key)))
             else:
                 op = {"Delete": {"TableName": self._table.name, "Key": item_key(w.entry.key)}}
                 body = op["Delete"]
@@ -314,19 +357,81 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         if fence is not None:
             items.append({"ConditionCheck": {"TableName": self._table.name, **fence_condition(fence)}})
             owners.append(("", fence))
-        for folder in pointer_folders:
-            items.append({"Put": {"TableName": self._table.name, "Item": pointer_item(folder)}})
         if not items:
             return versions
+        await self._write_pointers(list(versions))
         try:
             await self._table.call("transact_write_items", TransactItems=items)
         except TransactionConflict as exc:
-            await self._explain_cancellation(exc, owners)
+            try:
+                await self._explain_cancellation(exc, owners)
+            finally:
+                await self._prune_unwritten(list(versions))
             raise
         deleted = [w.entry.key for w in writes if w.operation is Operation.DELETE]
         if deleted:
-            await asyncio.gather(*(self._prune_after_delete(k) for k in deleted))
+            await settle(*(self._prune_after_delete(k) for k in deleted))
         return versions
+
+    async def _write_pointers(self, keys: builtins.list[str]) -> None:
+        """Write the folder pointers of every key in ``keys`` (each folder once)."""
+        folders = dict.fromkeys(f for k in keys for f in prefixes(k))
+        if folders:
+            await self._writer.write([{"PutRequest": {"Item": pointer_item(f)}} for f in folders])
+
+    async def _prune_unwritten(self, keys: builtins.list[str]) -> None:
+        """After a refused commit: prune the pointers written for put keys whose folder is empty.
+
+        One probe per key answers both questions: with nothing excluded, a folder that holds no
+        data item does not hold the key either, so its pointers were ours alone to take back.
+        """
+
+        async def prune_if_empty(key: str) -> None:
+            if await self._only_child(split(key)[0], ""):
+                await self._prune_above(key)
+
+        await settle(*(prune_if_empty(k) for k in keys if prefixes(k)))
+
+    async def _commit_one(self, w: Write) -> dict[str, str]:
+        """One conditional write without a transaction (see the module docstring).
+
+        Pointers go first, so a crash leaves at worst an empty folder. A refused create leaves only
+        pointers the existing key needs anyway; a refused update of a key deleted meanwhile prunes
+        the pointers it wrote, as the delete would have.
+        """
+        key, cond = w.entry.key, _version_condition(w.if_version)
+        assert cond is not None
+        version = new_version()
+        try:
+            if w.operation is Operation.PUT:
+                await self._write_pointers([key])
+                await self._table.call("put_item", key=key, Item=record_item(w.entry, version), **cond)
+            else:
+                await self._table.call("delete_item", key=key, Key=item_key(key), **cond)
+        except ConditionFailed as exc:
+            cause = exc.__cause__
+            old = cause.response.get("Item") if cause is not None and hasattr(cause, "response") else None
+            conflict = await self._version_conflict(key, w.if_version, old)
+            if w.operation is Operation.PUT and w.if_version is not ABSENT and conflict.current is None:
+                await self._prune_after_delete(key)
+            raise conflict from exc
+        if w.operation is Operation.DELETE:
+            await self._prune_after_delete(key)
+            return {}
+        return {key: version}
+
+    async def _version_conflict(self, key: str, expected: object, item: Item | None) -> VersionConflict:
+        """The VersionConflict for ``key``, with the ALL_OLD ``item`` (or a consistent read) as current."""
+        if item is not None and ATTR_PATH in item:
+            current: VersionedEntry | None = VersionedEntry(entry_from_item(item), version_of(item))
+        else:
+            # DynamoDB Local (and ReturnValuesOnConditionCheckFailure=NONE) may omit the old item.
+            current = await self.get_versioned(key)
+        return VersionConflict(
+            key, expected, current,
+            message=f"version conflict on {key!r}: expected {_show(expected)}, found "
+            f"{_show(current.version) if current else 'no key'}",
+        )
 
     async def _prune_after_delete(self, key: str) -> None:
         if await self._folder_empties(key):
@@ -347,17 +452,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
                     expected.lock, expected.token, None,
                     message=f"fencing token {expected.token} of lock {expected.lock!r} is no longer current",
                 ) from exc
-            item: Item | None = reason.get("Item")
-            if item is not None and ATTR_PATH in item:
-                current: VersionedEntry | None = VersionedEntry(entry_from_item(item), version_of(item))
-            else:
-                # DynamoDB Local (and ReturnValuesOnConditionCheckFailure=NONE) omit the old item.
-                current = await self.get_versioned(key)
-            raise VersionConflict(
-                key, expected, current,
-                message=f"version conflict on {key!r}: expected {_show(expected)}, found "
-                f"{_show(current.version) if current else 'no key'}",
-            ) from exc
+            raise await self._version_conflict(key, expected, reason.get("Item")) from exc
 
 
 def _version_condition(expected: object) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from kvstore.entry import Entry
 from kvstore.keys import ROOT_PATH, prefixes, split
 
 __all__ = [
+    "ATTR_FENCE",
     "ATTR_KEY",
     "ATTR_PATH",
     "ATTR_VALUE",
@@ -38,6 +39,8 @@ ATTR_PATH = "Path"
 ATTR_KEY = "Key"
 ATTR_VALUE = "Value"
 ATTR_VERSION = "Version"
+#: Only lock records carry a fencing counter; it tells them apart from data (see dynamodb/lock.py).
+ATTR_FENCE = "Fence"
 
 
 def new_version() -> str:

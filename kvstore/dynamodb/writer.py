@@ -14,13 +14,13 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 from kvstore.dynamodb.table import Table
 from kvstore.errors import EngineUnavailable, Throttled, WriteIncomplete
 
-__all__ = ["BATCH_LIMIT", "BatchWriter", "WriteRequest"]
+__all__ = ["BATCH_LIMIT", "BatchWriter", "WriteRequest", "settle"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,23 @@ BATCH_LIMIT = 25
 
 WriteRequest = dict[str, Any]
 """``{"PutRequest": {"Item": ...}}`` or ``{"DeleteRequest": {"Key": ...}}``."""
+
+T = TypeVar("T")
+
+
+async def settle(*aws: Awaitable[T]) -> list[T]:
+    """Run ``aws`` concurrently, wait until **every one** has finished, then raise the first error.
+
+    ``asyncio.gather`` raises as soon as one awaitable fails and leaves the others running: a
+    write that keeps resending after its operation already reported failure can land later and
+    undo the caller's next write. Operations that send writes concurrently use this instead, so
+    when they raise, nothing of theirs is still in flight.
+    """
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]  # no exceptions left, so every item is a T
 
 
 class BatchWriter:
@@ -66,7 +83,7 @@ class BatchWriter:
             if len(batches) == 1:
                 await self._write_batch(batches[0], deadline)
             elif batches:
-                await asyncio.gather(*(self._write_batch(b, deadline) for b in batches))
+                await settle(*(self._write_batch(b, deadline) for b in batches))
 
     async def _write_batch(self, batch: list[WriteRequest], deadline: float) -> None:
         pending = batch

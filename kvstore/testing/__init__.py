@@ -259,3 +259,14 @@ async def exercise_ha_backend(b: HABackend, b2: HABackend) -> None:
     assert lock2.fencing_token > token1, "every grant gets a larger fencing token"
     await lock2.unlock()
     _eq(await lock.value(), (False, ""), "after the last unlock nobody holds the lock")
+
+    # Lock records are not data: they never show in list, and never keep an emptied folder alive.
+    if isinstance(b, Backend):
+        await b.put(Entry("svc/config", b"c"))
+        held = b.lock_with("svc/leader", "n1", **timing)
+        await held.lock()
+        _eq(await b.list("svc/"), ["config"], "a held lock's record is not listed")
+        await b.delete("svc/config")
+        _eq(await b.list(""), [], "a folder holding only a lock record is empty")
+        _eq(await held.value(), (True, "n1"), "deleting data beside a lock leaves the lock alone")
+        await held.unlock()
