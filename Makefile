@@ -28,8 +28,10 @@ lint: $(STAMP) ## ruff and mypy --strict
 	$(VENV)/bin/ruff check kvstore tests $(wildcard benchmarks)
 	$(VENV)/bin/mypy --strict kvstore
 
-bench: setup ## The standard benchmark set; JSON and plots under benchmarks/results/
+bench: setup ## The standard benchmark sets; JSON and plots under benchmarks/results/
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks --latency-ms 5 --workloads put,get,delete,list --concurrency 1,16 \
+		--depths none --value-sizes none --results benchmarks/results/latency-5ms
 
 bench-quick: setup
 	$(PY) -m benchmarks --quick

@@ -65,3 +65,13 @@ def test_renew_at_or_beyond_ttl_is_accepted_with_a_warning() -> None:
 async def test_create_rejects_bad_config_before_any_io() -> None:
     with pytest.raises(ConfigError, match="invalid read capacity"):
         await DynamoDBBackend.create({"read_capacity": "abc", "endpoint": "http://127.0.0.1:9"})
+
+
+async def test_missing_table_without_create_table_is_table_not_found(dynamodb_conf: dict[str, str]) -> None:
+    from kvstore import TableNotFound
+
+    with pytest.raises(TableNotFound, match="does not exist"):
+        await DynamoDBBackend.create({**dynamodb_conf, "create_table": "false"}, environ={})
+    # The failed open created nothing: a later open with creation on finds no table and makes one.
+    async with await DynamoDBBackend.create(dynamodb_conf, environ={}) as b:
+        assert await b.list("") == []

@@ -16,7 +16,7 @@ from kvstore.errors import ConfigError
 from kvstore.lease import DEFAULT_TIMINGS, LockTimings
 from kvstore.permits import DEFAULT_PERMITS
 
-__all__ = ["DEFAULT_REGION", "DEFAULT_TABLE", "DynamoDBConfig"]
+__all__ = ["DEFAULT_REGION", "DEFAULT_TABLE", "ENV_VARS", "DynamoDBConfig"]
 
 DEFAULT_TABLE = "vault-dynamodb-backend"
 DEFAULT_REGION = "us-east-1"
@@ -24,12 +24,24 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_CAPACITY = 5
 BILLING_MODES = ("PROVISIONED", "PAY_PER_REQUEST")
 
+#: The environment variables that override each config key, first match wins (Vault's names).
+#: Public so that tools which let their own flags win (the CLI) drop exactly these.
+ENV_VARS: Mapping[str, tuple[str, ...]] = {
+    "table": ("AWS_DYNAMODB_TABLE",),
+    "endpoint": ("AWS_DYNAMODB_ENDPOINT",),
+    "region": ("AWS_DYNAMODB_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    "read_capacity": ("AWS_DYNAMODB_READ_CAPACITY",),
+    "write_capacity": ("AWS_DYNAMODB_WRITE_CAPACITY",),
+    "dynamodb_max_retries": ("AWS_DYNAMODB_MAX_RETRIES",),
+    "ha_enabled": ("DYNAMODB_HA_ENABLED",),
+}
+
 _KNOWN_KEYS = frozenset(
     {
         "table", "read_capacity", "write_capacity", "endpoint", "region", "dynamodb_max_retries",
         "ha_enabled", "max_parallel", "access_key", "secret_key", "session_token", "billing_mode",
         "lock_ttl", "lock_renew_interval", "lock_retry_interval", "lock_watch_interval",
-        "write_deadline", "connect_timeout", "read_timeout", "table_active_timeout",
+        "write_deadline", "connect_timeout", "read_timeout", "table_active_timeout", "create_table",
     }
 )
 
@@ -57,6 +69,9 @@ class DynamoDBConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     table_active_timeout: float = 120.0
+    create_table: bool = True
+    """Create the table when it is missing (Vault does). Off, a missing table is TableNotFound:
+    what read-only tools want, so a mistyped table name does not quietly create a new table."""
 
     @classmethod
     def from_mapping(
@@ -75,27 +90,24 @@ class DynamoDBConfig:
             if not isinstance(v, str):
                 raise ConfigError(f"config value for {k!r} must be a string, not {type(v).__name__}")
 
-        def pick(key: str, *env_names: str) -> str | None:
-            for name in env_names:
+        def pick(key: str) -> str | None:
+            for name in ENV_VARS.get(key, ()):
                 if env.get(name):
                     return env[name]
             v = conf.get(key)
             return v if v not in (None, "") else None
 
-        table = pick("table", "AWS_DYNAMODB_TABLE") or DEFAULT_TABLE
+        table = pick("table") or DEFAULT_TABLE
         if not 3 <= len(table) <= 255 or not all(c.isalnum() or c in "_-." for c in table):
             raise ConfigError(f"invalid table name: {table!r} (3-255 of a-z A-Z 0-9 _ - .)")
-        region = (
-            env.get("AWS_DYNAMODB_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-            or conf.get("region") or DEFAULT_REGION
-        )
-        endpoint = pick("endpoint", "AWS_DYNAMODB_ENDPOINT")
+        region = pick("region") or DEFAULT_REGION
+        endpoint = pick("endpoint")
         if endpoint is not None and not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"invalid endpoint: {endpoint!r} (an http:// or https:// URL)")
         billing = (pick("billing_mode") or "PROVISIONED").upper()
         if billing not in BILLING_MODES:
             raise ConfigError(f"invalid billing mode: {billing!r} (one of {', '.join(BILLING_MODES)})")
-        max_retries_s = pick("dynamodb_max_retries", "AWS_DYNAMODB_MAX_RETRIES")
+        max_retries_s = pick("dynamodb_max_retries")
         timings = DEFAULT_TIMINGS.override(
             ttl=_seconds("lock ttl", pick("lock_ttl")),
             renew_interval=_seconds("lock renew interval", pick("lock_renew_interval")),
@@ -106,13 +118,13 @@ class DynamoDBConfig:
             table=table,
             region=region,
             endpoint=endpoint,
-            read_capacity=_int("read capacity", pick("read_capacity", "AWS_DYNAMODB_READ_CAPACITY"),
+            read_capacity=_int("read capacity", pick("read_capacity"),
                                DEFAULT_CAPACITY, minimum=1),
-            write_capacity=_int("write capacity", pick("write_capacity", "AWS_DYNAMODB_WRITE_CAPACITY"),
+            write_capacity=_int("write capacity", pick("write_capacity"),
                                 DEFAULT_CAPACITY, minimum=1),
             billing_mode=billing,
             max_retries=None if max_retries_s is None else _int("max retries", max_retries_s, 0, minimum=0),
-            ha_enabled=_bool("ha_enabled", pick("ha_enabled", "DYNAMODB_HA_ENABLED")),
+            ha_enabled=_bool("ha_enabled", pick("ha_enabled")),
             max_parallel=_int("max parallel", pick("max_parallel"), DEFAULT_PERMITS, minimum=1),
             access_key=pick("access_key"),
             secret_key=pick("secret_key"),
@@ -122,6 +134,7 @@ class DynamoDBConfig:
             connect_timeout=_seconds("connect timeout", pick("connect_timeout")) or 10.0,
             read_timeout=_seconds("read timeout", pick("read_timeout")) or 30.0,
             table_active_timeout=_seconds("table active timeout", pick("table_active_timeout")) or 120.0,
+            create_table=_bool("create_table", pick("create_table"), default=True),
         )
 
 
@@ -149,10 +162,10 @@ def _seconds(what: str, raw: str | None) -> float | None:
     return v
 
 
-def _bool(what: str, raw: str | None) -> bool:
+def _bool(what: str, raw: str | None, *, default: bool = False) -> bool:
     # Go's strconv.ParseBool, which Vault uses, accepts exactly these.
     if raw is None:
-        return False
+        return default
     s = raw.strip()
     if s in ("1", "t", "T", "TRUE", "true", "True"):
         return True

@@ -67,9 +67,14 @@ class Table:
     async def ensure(self, config: DynamoDBConfig) -> None:
         """Create the table when missing (Vault's schema and capacities) and wait until ACTIVE.
 
+        :raises TableNotFound: it is missing and ``config.create_table`` is off.
         :raises TableNotActive: it did not become ACTIVE within ``config.table_active_timeout``.
         """
         desc = await self.describe()
+        if desc is None and not config.create_table:
+            raise TableNotFound(
+                f"table {self.name!r} does not exist (and create_table is off)", code="ResourceNotFoundException"
+            )
         if desc is None:
             params: dict[str, Any] = {
                 "AttributeDefinitions": [

