@@ -45,7 +45,13 @@ from typing import Any
 from kvstore import ABSENT, Entry
 from kvstore.backend import Absent
 from kvstore.dynamodb import DynamoDBBackend
-from kvstore.dynamodb.records import ATTR_PATH, ATTR_VERSION, item_key, new_version, pointer_items, record_item
+from kvstore.dynamodb.records import (
+    item_key,
+    new_version,
+    pointer_items,
+    record_item,
+    version_condition,
+)
 from kvstore.engine import endpoint_or_local
 from kvstore.recipes import create, delete_versioned, put_versioned
 
@@ -59,28 +65,12 @@ _VERSIONS: dict[str, str] = {}
 """The current version of each key that a timed update or delete is conditional on."""
 
 
-def _condition(expected: str | Absent) -> dict[str, Any]:
-    """The condition parts of a request that requires the record to hold ``expected``."""
-    if expected is ABSENT:
-        return {
-            "ConditionExpression": "attribute_not_exists(#p)",
-            "ExpressionAttributeNames": {"#p": ATTR_PATH},
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-    return {
-        "ConditionExpression": "#v = :v",
-        "ExpressionAttributeNames": {"#v": ATTR_VERSION},
-        "ExpressionAttributeValues": {":v": {"S": str(expected)}},
-        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-    }
-
-
 async def _txn_put(backend: DynamoDBBackend, key: str, expected: str | Absent) -> str:
     """One TransactWriteItems: the conditional record Put and a Put per folder pointer."""
     version = new_version()
     table = backend.table.name
     items: list[dict[str, Any]] = [
-        {"Put": {"TableName": table, "Item": record_item(Entry(key, _VALUE), version), **_condition(expected)}}
+        {"Put": {"TableName": table, "Item": record_item(Entry(key, _VALUE), version), **version_condition(expected)}}
     ]
     items += [{"Put": {"TableName": table, "Item": p}} for p in pointer_items(key)]
     await backend.table.call("transact_write_items", TransactItems=items)
@@ -93,7 +83,8 @@ async def _pointers_first_put(backend: DynamoDBBackend, key: str, expected: str 
     if pointers:
         await backend.writer.write(pointers)
     version = new_version()
-    await backend.table.call("put_item", key=key, Item=record_item(Entry(key, _VALUE), version), **_condition(expected))
+    item = record_item(Entry(key, _VALUE), version)
+    await backend.table.call("put_item", key=key, Item=item, **version_condition(expected))
     return version
 
 
@@ -123,12 +114,12 @@ async def _update_kvstore(backend: DynamoDBBackend, key: str) -> None:
 
 # Pruning emptied folders follows a delete in every plan alike, so the raw plans leave it out.
 async def _delete_txn(backend: DynamoDBBackend, key: str) -> None:
-    delete = {"TableName": backend.table.name, "Key": item_key(key), **_condition(_VERSIONS[key])}
+    delete = {"TableName": backend.table.name, "Key": item_key(key), **version_condition(_VERSIONS[key])}
     await backend.table.call("transact_write_items", TransactItems=[{"Delete": delete}])
 
 
 async def _delete_item(backend: DynamoDBBackend, key: str) -> None:
-    await backend.table.call("delete_item", key=key, Key=item_key(key), **_condition(_VERSIONS[key]))
+    await backend.table.call("delete_item", key=key, Key=item_key(key), **version_condition(_VERSIONS[key]))
 
 
 async def _delete_kvstore(backend: DynamoDBBackend, key: str) -> None:

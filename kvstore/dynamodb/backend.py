@@ -45,7 +45,6 @@ from kvstore.dynamodb.records import (
     ATTR_FENCE,
     ATTR_KEY,
     ATTR_PATH,
-    ATTR_VERSION,
     Item,
     entry_from_item,
     item_key,
@@ -53,6 +52,7 @@ from kvstore.dynamodb.records import (
     pointer_item,
     pointer_items,
     record_item,
+    version_condition,
     version_of,
 )
 from kvstore.dynamodb.table import Table
@@ -337,7 +337,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         owners: builtins.list[tuple[str, Any]] = []  # what each transact item stands for, to explain a failure
         versions: dict[str, str] = {}
         for w in writes:
-            cond = _version_condition(w.if_version)
+            cond = version_condition(w.if_version)
             if w.operation is Operation.PUT:
                 versions[w.entry.key] = v = new_version()
                 op: dict[str, Any] = {"Put": {"TableName": self._table.name, "Item": record_item(w.entry, v)}}
@@ -350,7 +350,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             items.append(op)
             owners.append((w.entry.key, w.if_version))
         for c in checks:
-            cond = _version_condition(c.if_version)
+            cond = version_condition(c.if_version)
             assert cond is not None
             items.append({"ConditionCheck": {"TableName": self._table.name, "Key": item_key(c.key), **cond}})
             owners.append((c.key, c.if_version))
@@ -399,7 +399,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         pointers the existing key needs anyway; a refused update of a key deleted meanwhile prunes
         the pointers it wrote, as the delete would have.
         """
-        key, cond = w.entry.key, _version_condition(w.if_version)
+        key, cond = w.entry.key, version_condition(w.if_version)
         assert cond is not None
         version = new_version()
         try:
@@ -453,24 +453,6 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
                     message=f"fencing token {expected.token} of lock {expected.lock!r} is no longer current",
                 ) from exc
             raise await self._version_conflict(key, expected, reason.get("Item")) from exc
-
-
-def _version_condition(expected: object) -> dict[str, Any] | None:
-    """The ConditionExpression parts that require a record to hold ``expected`` (None: no condition)."""
-    if expected is None:
-        return None
-    if expected is ABSENT:
-        return {
-            "ConditionExpression": "attribute_not_exists(#p)",
-            "ExpressionAttributeNames": {"#p": ATTR_PATH},
-            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-        }
-    return {
-        "ConditionExpression": "#v = :v",
-        "ExpressionAttributeNames": {"#v": ATTR_VERSION},
-        "ExpressionAttributeValues": {":v": {"S": str(expected)}},
-        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-    }
 
 
 def _key_of(item: Item) -> Item:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from typing import Any
+from typing import Any, overload
 
+from kvstore.backend import ABSENT, Absent
 from kvstore.entry import Entry
 from kvstore.keys import ROOT_PATH, prefixes, split
 
@@ -29,6 +30,7 @@ __all__ = [
     "pointer_item",
     "pointer_items",
     "record_item",
+    "version_condition",
     "version_of",
 ]
 
@@ -97,3 +99,31 @@ def entry_from_item(item: Item) -> Entry:
 def version_of(item: Item) -> str:
     """The version token of a record item (``""`` for items written by Vault, which have none)."""
     return str(item.get(ATTR_VERSION, {}).get("S", ""))
+
+
+@overload
+def version_condition(expected: None) -> None: ...
+@overload
+def version_condition(expected: str | Absent) -> dict[str, Any]: ...
+@overload
+def version_condition(expected: str | Absent | None) -> dict[str, Any] | None: ...
+def version_condition(expected: str | Absent | None) -> dict[str, Any] | None:
+    """The condition parts of a request requiring a record to hold version ``expected``.
+
+    ``None`` means no condition; :data:`~kvstore.backend.ABSENT` means the record must not exist.
+    A failed condition returns the old item (ALL_OLD), so the conflict can report it without a read.
+    """
+    if expected is None:
+        return None
+    if expected is ABSENT:
+        return {
+            "ConditionExpression": "attribute_not_exists(#p)",
+            "ExpressionAttributeNames": {"#p": ATTR_PATH},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    return {
+        "ConditionExpression": "#v = :v",
+        "ExpressionAttributeNames": {"#v": ATTR_VERSION},
+        "ExpressionAttributeValues": {":v": {"S": str(expected)}},
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
