@@ -79,6 +79,23 @@ async def test_request_plan(dynamo: DynamoDBBackend) -> None:
     assert await dynamo.list("f/") == ["sibling"]
 
 
+async def test_deep_delete_stops_probing_at_the_first_folder_with_children(dynamo: DynamoDBBackend) -> None:
+    deep = "a/b/c/d/e/f/g/h"
+    await dynamo.put(Entry(deep, b"1"))
+    await dynamo.put(Entry("a/b/c/d/e/f/x", b"1"))  # the emptied folder's parent keeps a child
+    counts = dynamo.table.requests
+    before = counts.copy()
+    await dynamo.delete(deep)
+    # g/ empties; its parent f/ still holds x, so two probes in all, not one per level above.
+    assert counts - before == {"batch_write_item": 2, "query": 2}
+    assert await dynamo.list("a/b/c/d/e/f/") == ["x"]
+    before = counts.copy()
+    await dynamo.delete("a/b/c/d/e/f/x")
+    # Now every level empties: its folder, its parent, then the four above it at once.
+    assert counts - before == {"batch_write_item": 2, "query": 6}
+    assert await dynamo.list("") == []
+
+
 async def test_list_reads_every_page(dynamo: DynamoDBBackend) -> None:
     # 1100 names of ~1000 bytes is over Query's 1 MB page: list must follow LastEvaluatedKey.
     names = [f"{i:04d}" + "n" * 1000 for i in range(1100)]

@@ -7,9 +7,10 @@ Request plan of each operation (round trips are what cost time against real Dyna
 - ``get``: one consistent GetItem.
 - ``list``: one consistent Query on the folder's Path (every page, only the ``Key`` attribute).
 - ``delete``: the record's delete and a ``Limit=2`` Query of its own folder go out together (one
-  round trip); usually a sibling remains and that is all. When the folder empties, the levels above
-  are queried concurrently (one more round trip) and the empty pointers deleted deepest first (one
-  more): at most three sequential round trips where Vault needs one Query per level.
+  round trip); usually a sibling remains and that is all. When the folder empties, its parent is
+  probed (it usually keeps other children), then, only if it empties too, every level above at
+  once, and the empty pointers are deleted deepest first: at most four sequential round trips
+  whatever the depth, where Vault needs one Query per level.
 - ``transaction`` / ``commit``: the folder pointers of every put (one BatchWriteItem), then one
   TransactWriteItems with the records and their conditions only, then empty-folder cleanup for the
   deletes. Pointers stay out of the transaction so that plain puts into the same folder (which
@@ -27,7 +28,6 @@ deleting its last key concurrently, or re-put to repair.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import logging
@@ -263,17 +263,22 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         """Delete the pointers of folders above ``key`` that are now empty, deepest first.
 
         The folder holding ``key`` is known to be empty. A folder further up is empty when its only
-        child is the pointer of the (empty) folder below it. All levels are queried at once.
+        child is the pointer of the (empty) folder below it. The nearest parent is probed first:
+        it usually still has other children, and then one small Query ends the work. Only when it
+        empties too are all the levels above it probed at once (one more round trip, where Vault
+        needs one per level).
         """
         folders = prefixes(key)  # shallowest first: ["a", "a/b"]
         upper = folders[:-1]
         below = [base(f) + "/" for f in folders[1:]]  # the pointer each upper folder holds to the next
-        empty = await asyncio.gather(*(self._only_child(f, b) for f, b in zip(upper, below, strict=True)))
         doomed = [folders[-1]]
-        for folder, is_empty in zip(reversed(upper), reversed(empty), strict=True):
-            if not is_empty:
-                break
-            doomed.append(folder)
+        if upper and await self._only_child(upper[-1], below[-1]):
+            doomed.append(upper[-1])
+            rest = await settle(*(self._only_child(f, b) for f, b in zip(upper[:-1], below[:-1], strict=True)))
+            for folder, is_empty in zip(reversed(upper[:-1]), reversed(rest), strict=True):
+                if not is_empty:
+                    break
+                doomed.append(folder)
         requests: builtins.list[WriteRequest] = [{"DeleteRequest": {"Key": _key_of(pointer_item(f))}} for f in doomed]
         # Deepest first: a crash between batches leaves an empty folder, never a hidden key.
         await self._writer.write(*(requests[i : i + BATCH_LIMIT] for i in range(0, len(requests), BATCH_LIMIT)))
