@@ -72,6 +72,7 @@ from kvstore.errors import (
     VersionConflict,
 )
 from kvstore.keys import base, is_hidden, validate_key
+from kvstore.recipes.durations import check_seconds
 
 __all__ = [
     "JSON",
@@ -172,11 +173,6 @@ def _canonical(material: object) -> bytes:
     return json.dumps(material, sort_keys=True, separators=(",", ":"), default=default).encode()
 
 
-def _check_seconds(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"idempotency {name} must be a positive number of seconds, not {value!r}")
-
-
 def payload_hash(payload: object) -> str:
     """The validation hash of ``payload``: sha256 of its canonical JSON.
 
@@ -212,8 +208,8 @@ class IdempotencyStore:
         validate_key(prefix)
         if not is_hidden(base(prefix)):
             raise ConfigError(f"idempotency prefix {prefix!r}: its last segment must start with '_' to stay hidden")
-        _check_seconds("expires_after", expires_after)
-        _check_seconds("in_progress_timeout", in_progress_timeout)
+        check_seconds("idempotency expires_after", expires_after)
+        check_seconds("idempotency in_progress_timeout", in_progress_timeout)
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ConfigError(f"idempotency cache_size must be an int >= 0, not {cache_size!r}")
         self._backend = backend
@@ -315,7 +311,7 @@ class IdempotencyStore:
             self.check_payload(cached, payload_hash)
             return Claim(False, cached)
         timeout = self.in_progress_timeout if in_progress_timeout is None else in_progress_timeout
-        _check_seconds("in_progress_timeout", timeout)
+        check_seconds("idempotency in_progress_timeout", timeout)
         fields: dict[str, Any] = {
             "status": Status.INPROGRESS.value,
             "owner": uuid.uuid4().hex,

@@ -43,7 +43,6 @@ from typing import Final, Self
 from kvstore.backend import Fence, HABackend, Lock
 from kvstore.errors import (
     BackendError,
-    ConfigError,
     LockNotHeld,
     LockTimeout,
     TableNotActive,
@@ -51,6 +50,7 @@ from kvstore.errors import (
     UsageError,
 )
 from kvstore.keys import validate_key
+from kvstore.recipes.durations import check_seconds
 
 __all__ = ["Mutex", "MutexState", "MutexStatus"]
 
@@ -96,15 +96,6 @@ def _default_value() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _check_seconds(name: str, value: float | None, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        kind = "non-negative" if allow_zero else "positive"
-        raise ConfigError(f"mutex {name} must be a {kind} number of seconds, not {value!r}")
-
-
 class Mutex:
     """A distributed mutex named ``name`` on ``backend`` (an async context manager).
 
@@ -137,8 +128,9 @@ class Mutex:
         check_interval: float = 5.0,
     ) -> None:
         validate_key(name)
-        _check_seconds("timeout", timeout, allow_zero=True)
-        _check_seconds("check_interval", check_interval)
+        if timeout is not None:
+            check_seconds("mutex timeout", timeout, allow_zero=True)
+        check_seconds("mutex check_interval", check_interval)
         self._name = name
         self._value = _default_value() if value is None else value
         self._timeout = timeout
@@ -216,7 +208,8 @@ class Mutex:
         :raises TableNotActive: the backend reports the table unusable.
         """
         limit = self._timeout if timeout is _DEFAULT else timeout
-        _check_seconds("timeout", limit, allow_zero=True)
+        if limit is not None:
+            check_seconds("mutex timeout", limit, allow_zero=True)
         if self.locked:
             return self.fencing_token
         await self._check_usable()
