@@ -64,6 +64,10 @@ class _InmemLockStore(LockStore):
     def _version(self) -> str:
         return f"v{next(self._versions)}"
 
+    @property
+    def closed(self) -> bool:
+        return self._backend._closed
+
     async def read(self, key: str) -> LockRecord | None:
         await self._backend._before("lock")
         return self._records.get(lock_key(key))
@@ -184,9 +188,10 @@ class InmemBackend(Backend, HABackend, ConditionalBackend):
                 continue
             rest = key[len(prefix):]
             name, sep, _ = rest.partition("/")
-            if is_hidden(name):
+            child = name + sep  # a folder keeps its "/": `_x/` is data, `_x` a lock record's name
+            if is_hidden(child):
                 continue
-            children.add(name + sep)
+            children.add(child)
         return sorted(children)
 
     async def transaction(self, txns: Sequence[TxnEntry]) -> None:
@@ -215,6 +220,8 @@ class InmemBackend(Backend, HABackend, ConditionalBackend):
         watch_interval: float | None = None,
         retry_interval: float | None = None,
     ) -> Lock:
+        if self._closed:
+            raise BackendClosed("the backend is closed")
         timings = self._lock_timings.override(ttl, renew_interval, watch_interval, retry_interval)
         return LeaseLock(self._locks, key, value, timings)
 

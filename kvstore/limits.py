@@ -44,7 +44,7 @@ def check_entry(entry: object) -> Entry:
     """Return ``entry`` if it can be stored; raise a typed error otherwise.
 
     :raises InvalidValue: not an :class:`Entry`, or its value is not ``bytes``.
-    :raises InvalidKey: the key is malformed or too long.
+    :raises InvalidKey: the key is malformed, reserved (see :func:`~kvstore.keys.validate_key`) or too long.
     :raises ValueTooLarge: the record would exceed DynamoDB's 400 KB item limit.
     """
     if not isinstance(entry, Entry):

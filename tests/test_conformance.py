@@ -9,6 +9,7 @@ from kvstore.testing import (
     exercise_backend_list_prefix,
     exercise_bad_input,
     exercise_ha_backend,
+    exercise_key_namespace,
     exercise_same_name_key_and_folder,
     exercise_transactional_backend,
 )
@@ -34,6 +35,10 @@ async def test_transactions(backend: Backends) -> None:
 
 async def test_bad_input(backend: Backends) -> None:
     await exercise_bad_input(backend)
+
+
+async def test_key_namespace(backend: Backends) -> None:
+    await exercise_key_namespace(backend)
 
 
 async def test_ha_one_backend_two_locks(backend: Backends) -> None:

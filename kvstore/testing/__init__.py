@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
-from kvstore.backend import Backend, HABackend
+from kvstore.backend import Backend, Check, ConditionalBackend, HABackend, Write
 from kvstore.entry import Entry, Operation, TxnEntry
 from kvstore.errors import InvalidKey, InvalidValue, TransactionTooLarge, ValueTooLarge
 
@@ -27,6 +28,7 @@ __all__ = [
     "exercise_backend_list_prefix",
     "exercise_bad_input",
     "exercise_ha_backend",
+    "exercise_key_namespace",
     "exercise_same_name_key_and_folder",
     "exercise_transactional_backend",
 ]
@@ -87,12 +89,7 @@ async def exercise_backend(b: Backend) -> None:
     await b.put(Entry("foo/ünï/cödé", b"u"))
     _eq(await b.list("foo/ünï/"), ["cödé"], "unicode names round-trip")
 
-    # Lock records (last segment starting with "_") are never listed.
-    await b.put(Entry("foo/_hidden", b"h"))
-    _eq("_hidden" in await b.list("foo/"), False, "names starting with '_' are hidden from list")
-    _eq(await b.get("foo/_hidden"), Entry("foo/_hidden", b"h"), "a hidden name is still readable by key")
-
-    for key in ("foo/bar", "foo/zip", "foo/bin", "foo/empty", "foo/ünï/cödé", "foo/_hidden"):
+    for key in ("foo/bar", "foo/zip", "foo/bin", "foo/empty", "foo/ünï/cödé"):
         await b.delete(key)
     _eq(await b.list(""), [], "the store is empty again after deleting everything")
 
@@ -181,7 +178,13 @@ async def exercise_transactional_backend(b: Backend) -> None:
 
 async def exercise_bad_input(b: Backend) -> None:
     """Bad input raises a typed error before anything is written."""
-    bad_keys: list[object] = ["", "/a", "a/", "a//b", "a\x00b", "x" * 1025, "/".join(["p" * 1000] * 3) + "/k"]
+    bad_keys: list[object] = [
+        "", "/a", "a/", "a//b", "a\x00b", "x" * 1025, "/".join(["p" * 1000] * 3) + "/k",
+        " /a",            # under the root marker: would alias the top-level key a
+        "_x", "a/_x",     # lock records' names
+        "f" * 1024 + "/k",  # a folder segment whose pointer (segment + "/") would be 1025 bytes
+        "a/\ud800",       # not UTF-8
+    ]
     for key in bad_keys:
         for call in (b.get, b.delete):
             try:
@@ -196,6 +199,13 @@ async def exercise_bad_input(b: Backend) -> None:
             pass
         else:
             raise AssertionError(f"put of key {key!r:.40} must raise InvalidKey")
+    for prefix in ("/", "a//", " ", " /", " /a/", "f" * 1024 + "/", "/".join(["p" * 1000] * 3) + "/"):
+        try:
+            await b.list(prefix)
+        except InvalidKey:
+            pass
+        else:
+            raise AssertionError(f"list({prefix!r:.40}) must raise InvalidKey")
     for wrong in (123, None, b"bytes-key"):
         try:
             await b.get(wrong)  # type: ignore[arg-type]
@@ -217,6 +227,102 @@ async def exercise_bad_input(b: Backend) -> None:
         raise AssertionError("a value over DynamoDB's 400 KB item limit must raise ValueTooLarge")
     _eq(await b.list(""), [], "rejected writes left nothing behind")
     _eq(await b.get("big"), None, "the oversized value was not written")
+
+
+async def _refused(what: str, call: Callable[[], Awaitable[object]]) -> None:
+    """Assert that ``call()`` raises :class:`InvalidKey` (``what`` names the call in the failure)."""
+    try:
+        await call()
+    except InvalidKey:
+        return
+    raise AssertionError(f"{what} must raise InvalidKey")
+
+
+async def exercise_key_namespace(b: Backend) -> None:
+    """One key namespace on every backend: no name aliases another, lock records are not data.
+
+    On DynamoDB key ``a/b/c`` is the item ``(Path "a/b", Key "c")``, a top-level key has Path
+    ``" "``, a folder is a pointer ``(Path "a", Key "b/")`` and the lock record of lock ``a/x`` is
+    ``(Path "a", Key "_x")``. Names that would land on another name's item are refused, on every
+    backend alike, so that code tested in memory behaves the same in production.
+    """
+    # The root marker: a folder " " would share the root's partition, so " /collide" would
+    # overwrite the top-level key collide, and " /a/b" would forge the root's pointer to a/.
+    await b.put(Entry("collide", b"top"))
+    await _refused("put(' /collide')", lambda: b.put(Entry(" /collide", b"forged")))
+    await _refused("get(' /collide')", lambda: b.get(" /collide"))
+    await _refused("delete(' /collide')", lambda: b.delete(" /collide"))
+    await _refused("put(' /a/b')", lambda: b.put(Entry(" /a/b", b"forged")))
+    await _refused("list(' /')", lambda: b.list(" /"))
+    _eq(await b.get("collide"), Entry("collide", b"top"), "refused ' /' keys leave the top-level key alone")
+    _eq(await b.list(""), ["collide"], "refused ' /' keys write no folder at the root")
+    # A lone " " is no folder: it is an ordinary top-level key.
+    await b.put(Entry(" ", b"space"))
+    _eq(await b.get(" "), Entry(" ", b"space"), "a top-level key named ' ' is a plain key")
+    _eq(await b.list(""), [" ", "collide"], "the key ' ' is listed beside its siblings")
+    await b.delete(" ")
+    await b.delete("collide")
+
+    # Lock records: a last segment starting with "_" is a lock's record, never data.
+    await _refused("put('a/_x')", lambda: b.put(Entry("a/_x", b"v")))
+    await _refused("put('_x')", lambda: b.put(Entry("_x", b"v")))
+    await _refused("get('a/_x')", lambda: b.get("a/_x"))
+    await _refused("delete('a/_x')", lambda: b.delete("a/_x"))
+    await _refused("transaction putting 'a/_x'", lambda: b.transaction(
+        [TxnEntry(Operation.PUT, Entry("a/ok", b"v")), TxnEntry(Operation.PUT, Entry("a/_x", b"v"))]))
+    await _refused("transaction deleting 'a/_x'", lambda: b.transaction(
+        [TxnEntry(Operation.PUT, Entry("a/ok", b"v")), TxnEntry(Operation.DELETE, Entry("a/_x"))]))
+    if isinstance(b, ConditionalBackend):
+        c = b
+        await _refused("get_versioned('a/_x')", lambda: c.get_versioned("a/_x"))
+        await _refused("commit writing 'a/_x'", lambda: c.commit([Write(Operation.PUT, Entry("a/_x", b"v"))]))
+        await _refused("commit checking 'a/_x'", lambda: c.commit(
+            [Write(Operation.PUT, Entry("a/ok", b"v"))], [Check("a/_x", "some-version")]))
+    _eq(await b.get("a/ok"), None, "a transaction with a refused step writes none of its steps")
+    _eq(await b.list(""), [], "refused lock-record names wrote nothing")
+    if isinstance(b, HABackend):
+        # The data API cannot reach a lock's record, so it cannot reset its fencing counter.
+        timing = {"ttl": 2.0, "renew_interval": 0.5, "watch_interval": 0.5, "retry_interval": 0.1}
+        lock = b.lock_with("a/x", "n1", **timing)
+        await lock.lock()
+        token = lock.fencing_token
+        await _refused("delete of a held lock's record", lambda: b.delete("a/_x"))
+        await _refused("put over a held lock's record", lambda: b.put(Entry("a/_x", b"v")))
+        _eq(await lock.value(), (True, "n1"), "the lock survives data calls on its record's name")
+        await lock.unlock()
+        again = b.lock_with("a/x", "n2", **timing)
+        await again.lock()
+        assert again.fencing_token > token, "the fencing counter keeps growing across grants"
+        await again.unlock()
+        _eq(await b.list(""), [], "a lock record is not listed, and keeps no folder visible")
+
+    # Folders are data: a folder segment may start with "_", and list shows it.
+    await b.put(Entry("a/_x/k", b"in"))
+    await b.put(Entry("_top/k", b"top"))
+    _eq(await b.get("a/_x/k"), Entry("a/_x/k", b"in"), "a key inside folder a/_x/ is readable")
+    _eq(await b.list("a/"), ["_x/"], "folder _x/ is listed: only names without '/' can be lock records")
+    _eq(await b.list("a/_x/"), ["k"], "folder a/_x/ lists its key")
+    _eq(await b.list("a/_x"), ["k"], "a '_' folder without its trailing '/' is the same folder")
+    _eq(await b.list(""), ["_top/", "a/"], "a top-level '_' folder is listed too")
+    await b.delete("a/_x/k")
+    await b.delete("_top/k")
+    _eq(await b.list(""), [], "emptied '_' folders vanish like any other")
+
+    # Sort-key limits: a record's Key is its last segment (up to 1024 bytes), a pointer's Key is a
+    # folder segment plus "/" (so a folder segment is at most 1023 bytes).
+    long_name = "n/" + "k" * 1024
+    await b.put(Entry(long_name, b"v"))
+    _eq(await b.get(long_name), Entry(long_name, b"v"), "a 1024-byte last segment is a valid key")
+    _eq(await b.list("n/"), ["k" * 1024], "the 1024-byte name is listed")
+    await b.delete(long_name)
+    await _refused("put with a 1024-byte folder segment", lambda: b.put(Entry("f" * 1024 + "/k", b"v")))
+    await _refused("get with a 1024-byte folder segment", lambda: b.get("f" * 1024 + "/k"))
+    await _refused("list of a 1024-byte folder", lambda: b.list("f" * 1024 + "/"))
+    folder = "f" * 1023 + "/k"
+    await b.put(Entry(folder, b"v"))
+    _eq(await b.list(""), ["f" * 1023 + "/"], "a 1023-byte folder segment fits its pointer")
+    await b.delete(folder)
+    _eq(await b.list(""), [], "the store is empty again")
 
 
 async def exercise_ha_backend(b: HABackend, b2: HABackend) -> None:
