@@ -72,14 +72,14 @@ async def _txn_put(backend: DynamoDBBackend, key: str, expected: str | Absent) -
     items: list[dict[str, Any]] = [
         {"Put": {"TableName": table, "Item": record_item(Entry(key, _VALUE), version), **version_condition(expected)}}
     ]
-    items += [{"Put": {"TableName": table, "Item": p}} for p in pointer_items(key)]
+    items += [{"Put": {"TableName": table, "Item": p}} for p in pointer_items(key, new_version())]
     await backend.table.call("transact_write_items", TransactItems=items)
     return version
 
 
 async def _pointers_first_put(backend: DynamoDBBackend, key: str, expected: str | Absent) -> str:
     """One BatchWriteItem with the folder pointers (if any), then one conditional PutItem."""
-    pointers = [{"PutRequest": {"Item": p}} for p in pointer_items(key)]
+    pointers = [{"PutRequest": {"Item": p}} for p in pointer_items(key, new_version())]
     if pointers:
         await backend.writer.write(pointers)
     version = new_version()

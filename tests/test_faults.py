@@ -97,7 +97,7 @@ def expected_items(keys: Iterable[str]) -> set[tuple[str, str]]:
     """The items a table holding exactly ``keys`` has: their records and their folder pointers."""
     items: set[tuple[str, str]] = set()
     for k in keys:
-        for item in (item_key(k), *pointer_items(k)):
+        for item in (item_key(k), *pointer_items(k, "")):
             items.add((item["Path"]["S"], item["Key"]["S"]))
     return items
 
@@ -543,11 +543,9 @@ async def test_throttled_read_is_retried_by_the_sdk_by_default(dynamodb_conf: di
 async def test_failed_delete_sends_nothing_after_it_raised(dynamodb_conf: dict[str, str]) -> None:
     async with rig(dynamodb_conf, dynamodb_max_retries="0", write_deadline="0.5") as (proxy, faulty, _):
         await faulty.put(Entry("z/k", b"old"))
-        storm = proxy.throttle(operations={"BatchWriteItem"})  # the record's delete backs off...
-        reset = proxy.reset_connection(operations={"Query"}, times=1)  # ...its folder query fails
-        with pytest.raises((EngineUnavailable, Throttled)):  # either failure may be the one reported
+        storm = proxy.throttle(operations={"BatchWriteItem"})  # the record's delete backs off until
+        with pytest.raises(Throttled):  # the deadline passes
             await faulty.delete("z/k")
-        assert reset.fired == 1
         assert storm.fired >= 1
         sent = proxy.stats()["BatchWriteItem"].seen
         await asyncio.sleep(0.8)  # longer than write_deadline: a left-behind writer would be done

@@ -2,15 +2,16 @@
 
 Request plan of each operation (round trips are what cost time against real DynamoDB):
 
-- ``put``: one BatchWriteItem with the record and a pointer per folder above it. Past 25 items the
-  pointers go first and the record last, so a crash leaves at worst an empty folder.
+- ``put``: one BatchWriteItem with the record and a pointer per folder above it, every pointer
+  carrying the write's token. Past 25 items the pointers go first and the record last, so a crash
+  leaves at worst an empty folder. A write that was not clean (resubmitted items, an SDK retry, or
+  slow) rewrites its pointers once the record has landed.
 - ``get``: one consistent GetItem.
 - ``list``: one consistent Query on the folder's Path (every page, only the ``Key`` attribute).
-- ``delete``: the record's delete and a ``Limit=2`` Query of its own folder go out together (one
-  round trip); usually a sibling remains and that is all. When the folder empties, its parent is
-  probed (it usually keeps other children), then, only if it empties too, every level above at
-  once, and the empty pointers are deleted deepest first: at most four sequential round trips
-  whatever the depth, where Vault needs one Query per level.
+- ``delete``: the record's delete, then a probe (Query) of its folder: two round trips, and that is
+  all while the folder keeps a child. The probe waits for the delete so that of two deletes
+  emptying one folder the later one sees it empty. An emptied folder is pruned by the pointer
+  protocol: token read, second probe, conditional delete of the pointer, per emptied level.
 - ``transaction`` / ``commit``: the folder pointers of every put (one BatchWriteItem), then one
   TransactWriteItems with the records and their conditions only, then empty-folder cleanup for the
   deletes. Pointers stay out of the transaction so that plain puts into the same folder (which
@@ -21,9 +22,13 @@ Request plan of each operation (round trips are what cost time against real Dyna
   in one folder no longer cancel each other's transactions on the pointers they share (figures in
   ``kvstore.recipes.versioned``, from ``benchmarks/recipes_cas.py``).
 
-Known limit (as in Vault): a delete that empties a folder races a concurrent put into the same
-folder; the put's pointer can be removed after the put wrote it. Keep writers of one folder from
-deleting its last key concurrently, or re-put to repair.
+Integrity. Concurrent puts, deletes and commits never leave a key that ``get`` reads but ``list``
+cannot reach, nor a listed empty folder: the argument is in :mod:`kvstore.dynamodb.pointers`. Every
+mutating operation runs to completion even if its caller is cancelled, and ``aclose`` waits for
+it (:mod:`kvstore.dynamodb.inflight`). An operation that fails part-way spawns its own cleanup
+(give a landed record its pointers, or prune what it added). Ambiguous replies (the write landed,
+its reply was lost, the SDK retried and found the item changed) are recognised by the version the
+write itself chose, and reported as the success they are.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,17 +46,16 @@ from aiobotocore.session import get_session
 from kvstore.backend import ABSENT, Backend, Check, ConditionalBackend, Fence, HABackend, Lock, VersionedEntry, Write
 from kvstore.commits import coalesce, validate_commit
 from kvstore.dynamodb.config import DynamoDBConfig
+from kvstore.dynamodb.inflight import InFlight
 from kvstore.dynamodb.lock import DynamoDBLockStore, fence_condition
+from kvstore.dynamodb.pointers import FolderPointers
 from kvstore.dynamodb.records import (
-    ATTR_FENCE,
     ATTR_KEY,
     ATTR_PATH,
     Item,
     entry_from_item,
     item_key,
     new_version,
-    pointer_item,
-    pointer_items,
     record_item,
     version_condition,
     version_of,
@@ -66,16 +71,16 @@ from kvstore.errors import (
     TransactionConflict,
     VersionConflict,
 )
-from kvstore.keys import base, folder_of, is_hidden, prefixes, split, validate_key, validate_prefix
+from kvstore.keys import folder_of, is_hidden, prefixes, split, validate_key, validate_prefix
 from kvstore.lease import LeaseLock
 from kvstore.limits import check_entry
 from kvstore.permits import PermitPool
 
 __all__ = ["DynamoDBBackend"]
 
-#: Items read when probing whether a folder is empty: the child going away, the pointer below it,
-#: and room for a lock record, so the usual folder needs one small Query per level.
-_CHILD_PROBE = 4
+#: How many times the cleanup after a failed put tries before it logs a warning and gives up
+#: (``kvstore fsck --repair`` finishes the job then).
+_REPAIR_ATTEMPTS = 5
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,8 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         self._table = table
         self._stack = stack
         self._writer = BatchWriter(table, deadline=config.write_deadline)
+        self._inflight = InFlight()
+        self._pointers = FolderPointers(table, self._writer, self._inflight)
         self._locks = DynamoDBLockStore(table, check_open=self._check_open)
         self._closed = False
 
@@ -164,6 +171,11 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         """The batch writer (its ``retries`` counter shows unprocessed-item resubmissions)."""
         return self._writer
 
+    @property
+    def pointers(self) -> FolderPointers:
+        """The folder-pointer protocol (``fsck`` repairs through it; counters for tests)."""
+        return self._pointers
+
     def _check_open(self) -> None:
         if self._closed:
             raise BackendClosed("the backend is closed")
@@ -172,19 +184,56 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         if self._closed:
             return
         self._closed = True
-        await self._stack.aclose()
+        try:
+            await self._inflight.drain()  # writes whose callers were cancelled, pointer re-checks
+        finally:
+            await self._stack.aclose()
 
     # -- Backend ----------------------------------------------------------------------------
 
     async def put(self, entry: Entry) -> None:
         check_entry(entry)
         self._check_open()
-        record: WriteRequest = {"PutRequest": {"Item": record_item(entry, new_version())}}
-        pointers: builtins.list[WriteRequest] = [{"PutRequest": {"Item": p}} for p in pointer_items(entry.key)]
-        if len(pointers) < BATCH_LIMIT:
-            await self._writer.write([*pointers, record])
-        else:
-            await self._writer.write(pointers, [record])
+        await self._inflight.run(self._put(entry))
+
+    async def _put(self, entry: Entry) -> None:
+        """The record and its pointers (one token for all), then a reassertion if it was not clean."""
+        key, version = entry.key, new_version()
+        record: WriteRequest = {"PutRequest": {"Item": record_item(entry, version)}}
+        pointers = self._pointers.requests_for([key], version)
+        started = time.monotonic()
+        try:
+            if len(pointers) < BATCH_LIMIT:
+                clean = await self._writer.write([record, *pointers])
+            else:  # pointers first: a crash leaves at worst an empty folder, never a hidden key
+                await self._writer.write(pointers, [record])
+                clean = False  # the record landed a round trip after its pointers
+        except Exception:
+            if pointers:
+                self._inflight.spawn(self._repair_put(key, version), f"cleanup after the failed put of {key!r}")
+            raise
+        await self._pointers.after_write([key], started=started, clean=clean)
+
+    async def _repair_put(self, key: str, version: str) -> None:
+        """After a put failed part-way: give a landed record its pointers, or prune what it added.
+
+        The engine that failed the put may still be failing: try a few times, backing off (the
+        backoff is cut short when the backend closes).
+        """
+        delay = self._writer.base_delay
+        for attempt in range(_REPAIR_ATTEMPTS):
+            await self._inflight.sleep(delay)
+            try:
+                current = await self._versioned(key)
+                if current is not None and current.version == version:
+                    await self._pointers.reassert([key])
+                elif current is None:
+                    await self._pointers.prune(_folder(key))
+                return
+            except Exception:
+                if attempt == _REPAIR_ATTEMPTS - 1:
+                    raise
+                delay = min(delay * 4, 2.0)
 
     async def get(self, key: str) -> Entry | None:
         validate_key(key)
@@ -220,73 +269,32 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
     async def delete(self, key: str) -> None:
         validate_key(key)
         self._check_open()
-        request: WriteRequest = {"DeleteRequest": {"Key": item_key(key)}}
-        # The record's delete and the probe of its folder go out together (one round trip); settle
-        # waits for both, so a delete that raises has no write left in flight.
-        _, emptied = await settle(self._writer.write([request]), self._folder_empties(key))
-        if emptied:
-            await self._prune_above(key)
+        await self._inflight.run(self._delete(key))
 
-    async def _folder_empties(self, key: str) -> bool:
-        """Whether the folder holding ``key`` has no child once ``key`` itself is gone."""
-        folders = prefixes(key)
-        if not folders:
-            return False  # a top-level key: the root has no pointer to remove
-        path, name = split(key)
-        return await self._only_child(path, name)
+    async def _delete(self, key: str) -> None:
+        """The record, then (only once it is gone) a probe of its folder, pruning if it emptied.
 
-    async def _only_child(self, path: str, child: str) -> bool:
-        """Whether partition ``path`` holds no data item besides ``child`` (which is going away).
-
-        Lock records are not data: they live in their folder's partition (Vault's layout) but are
-        found by key, not through pointers, so they must not keep an otherwise empty folder listed
-        (the in-memory backend agrees). They are recognised by their fencing attribute. The Query
-        reads one page of ``_CHILD_PROBE`` items; when that page is all lock records and ``child``
-        and more follow, the folder is kept: at worst an empty folder stays listed, never a key
-        is stranded.
+        The probe waits for the record's delete: of two deletes emptying one folder, the later
+        probe then sees both keys gone, so the folder never stays listed empty.
         """
-        out = await self._table.call(
-            "query",
-            key=path,
-            KeyConditionExpression="#p = :p",
-            ExpressionAttributeNames={"#p": ATTR_PATH, "#k": ATTR_KEY, "#f": ATTR_FENCE},
-            ExpressionAttributeValues={":p": {"S": path}},
-            ProjectionExpression="#k, #f",
-            ConsistentRead=True,
-            Limit=_CHILD_PROBE,
-        )
-        items = out.get("Items", [])
-        others = [i for i in items if i[ATTR_KEY]["S"] != child and ATTR_FENCE not in i]
-        return not others and not (len(items) >= _CHILD_PROBE and out.get("LastEvaluatedKey"))
+        folder = split(key)[0] if prefixes(key) else ""
+        try:
+            await self._writer.write([{"DeleteRequest": {"Key": item_key(key)}}])
+        except Exception:
+            if folder:
+                self._inflight.spawn(self._pointers.prune(folder), f"cleanup after the failed delete of {key!r}")
+            raise
+        await self._prune_after_delete(folder)
 
-    async def _prune_above(self, key: str) -> None:
-        """Delete the pointers of folders above ``key`` that are now empty, deepest first.
-
-        The folder holding ``key`` is known to be empty. A folder further up is empty when its only
-        child is the pointer of the (empty) folder below it. The nearest parent is probed first:
-        it usually still has other children, and then one small Query ends the work. Only when it
-        empties too are all the levels above it probed at once (one more round trip, where Vault
-        needs one per level).
-        """
-        folders = prefixes(key)  # shallowest first: ["a", "a/b"]
-        upper = folders[:-1]
-        below = [base(f) + "/" for f in folders[1:]]  # the pointer each upper folder holds to the next
-        doomed = [folders[-1]]
-        if upper and await self._only_child(upper[-1], below[-1]):
-            doomed.append(upper[-1])
-            rest = await settle(*(self._only_child(f, b) for f, b in zip(upper[:-1], below[:-1], strict=True)))
-            for folder, is_empty in zip(reversed(upper[:-1]), reversed(rest), strict=True):
-                if not is_empty:
-                    break
-                doomed.append(folder)
-        requests: builtins.list[WriteRequest] = [{"DeleteRequest": {"Key": _key_of(pointer_item(f))}} for f in doomed]
-        # Deepest first: a crash between batches leaves an empty folder, never a hidden key.
-        await self._writer.write(*(requests[i : i + BATCH_LIMIT] for i in range(0, len(requests), BATCH_LIMIT)))
+    async def _prune_after_delete(self, folder: str) -> None:
+        """Prune ``folder`` (``""``: the root, nothing to do) if the first probe finds it empty."""
+        if folder and not await self._pointers.holds_child(folder):
+            await self._pointers.prune(folder)
 
     async def transaction(self, txns: Sequence[TxnEntry]) -> None:
         writes = coalesce(txns)
         self._check_open()
-        await self._commit(writes, (), None)
+        await self._inflight.run(self._commit(writes, (), None))
 
     # -- HABackend --------------------------------------------------------------------------
 
@@ -312,6 +320,9 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
     async def get_versioned(self, key: str) -> VersionedEntry | None:
         validate_key(key)
         self._check_open()
+        return await self._versioned(key)
+
+    async def _versioned(self, key: str) -> VersionedEntry | None:
         out = await self._table.call("get_item", key=key, Key=item_key(key), ConsistentRead=True)
         item = out.get("Item")
         return None if item is None else VersionedEntry(entry_from_item(item), version_of(item))
@@ -325,7 +336,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
     ) -> dict[str, str]:
         validate_commit(writes, checks, fenced=fence is not None)
         self._check_open()
-        return await self._commit(writes, checks, fence)
+        return await self._inflight.run(self._commit(writes, checks, fence))
 
     async def _commit(self, writes: Sequence[Write], checks: Sequence[Check], fence: Fence | None) -> dict[str, str]:
         """Pointers first (one BatchWriteItem), then the records and conditions as one transaction.
@@ -334,7 +345,13 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         folder's pointer items, and DynamoDB cancels a transaction (TransactionConflict) whose items
         another write touches meanwhile, so pointers inside it would make busy folders refuse
         transactions. Out of it, the transaction's 100 items are all the caller's. A crash between
-        the two leaves at worst an empty folder; a refused commit prunes what it added.
+        the two leaves at worst an empty folder; a refused commit prunes what it added. The
+        pointers are reasserted afterwards when the two round trips took long (the pointer
+        protocol's rule for writes whose items land apart, :mod:`kvstore.dynamodb.pointers`).
+
+        An ambiguous reply (the transaction landed, its reply was lost, the SDK retried) is
+        recognised: the SDK resends the same ClientRequestToken, and a retry whose condition
+        fails on an item carrying the version this commit wrote reports success.
         """
         if len(writes) == 1 and not checks and fence is None and writes[0].if_version is not None:
             return await self._commit_one(writes[0])
@@ -364,52 +381,62 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             owners.append(("", fence))
         if not items:
             return versions
-        await self._write_pointers(list(versions))
+        put_keys = builtins.list(versions)
+        started = time.monotonic()
+        clean = await self._write_pointers(put_keys)
         try:
             await self._table.call("transact_write_items", TransactItems=items)
         except TransactionConflict as exc:
-            try:
-                await self._explain_cancellation(exc, owners)
-            finally:
-                await self._prune_unwritten(list(versions))
+            if not _landed_anyway(exc, owners, versions):
+                try:
+                    await self._explain_cancellation(exc, owners)
+                finally:
+                    await self._prune_unwritten(put_keys)
+                raise
+            clean = False
+        except Exception:
+            self._spawn_repairs(versions, [w.entry.key for w in writes if w.operation is Operation.DELETE])
             raise
+        await self._pointers.after_write(put_keys, started=started, clean=clean)
         deleted = [w.entry.key for w in writes if w.operation is Operation.DELETE]
         if deleted:
-            await settle(*(self._prune_after_delete(k) for k in deleted))
+            await settle(*(self._prune_after_delete(f) for f in dict.fromkeys(_folder(k) for k in deleted)))
         return versions
 
-    async def _write_pointers(self, keys: builtins.list[str]) -> None:
-        """Write the folder pointers of every key in ``keys`` (each folder once)."""
-        folders = dict.fromkeys(f for k in keys for f in prefixes(k))
-        if folders:
-            await self._writer.write([{"PutRequest": {"Item": pointer_item(f)}} for f in folders])
+    def _spawn_repairs(self, versions: dict[str, str], deleted: builtins.list[str]) -> None:
+        """After a commit failed without a clear answer: repair the pointers of every key it touched."""
+        for key, version in versions.items():
+            if prefixes(key):
+                self._inflight.spawn(self._repair_put(key, version), f"cleanup after the failed commit of {key!r}")
+        for folder in dict.fromkeys(_folder(k) for k in deleted):
+            if folder:
+                self._inflight.spawn(self._pointers.prune(folder), f"cleanup of {folder!r} after a failed commit")
+
+    async def _write_pointers(self, keys: builtins.list[str]) -> bool:
+        """Write the folder pointers of every key in ``keys`` (each folder once); whether clean."""
+        requests = self._pointers.requests_for(keys, new_version())
+        return await self._writer.write(requests) if requests else True
 
     async def _prune_unwritten(self, keys: builtins.list[str]) -> None:
-        """After a refused commit: prune the pointers written for put keys whose folder is empty.
-
-        One probe per key answers both questions: with nothing excluded, a folder that holds no
-        data item does not hold the key either, so its pointers were ours alone to take back.
-        """
-
-        async def prune_if_empty(key: str) -> None:
-            if await self._only_child(split(key)[0], ""):
-                await self._prune_above(key)
-
-        await settle(*(prune_if_empty(k) for k in keys if prefixes(k)))
+        """After a refused commit: prune the pointers written for put keys whose folder is empty."""
+        await settle(*(self._pointers.prune(f) for f in dict.fromkeys(_folder(k) for k in keys) if f))
 
     async def _commit_one(self, w: Write) -> dict[str, str]:
         """One conditional write without a transaction (see the module docstring).
 
         Pointers go first, so a crash leaves at worst an empty folder. A refused create leaves only
         pointers the existing key needs anyway; a refused update of a key deleted meanwhile prunes
-        the pointers it wrote, as the delete would have.
+        the pointers it wrote, as the delete would have. A put whose condition fails on an item
+        carrying the version it wrote landed (the SDK retried after a lost reply): success.
         """
         key, cond = w.entry.key, version_condition(w.if_version)
         assert cond is not None
         version = new_version()
+        started = time.monotonic()
+        clean = True
         try:
             if w.operation is Operation.PUT:
-                await self._write_pointers([key])
+                clean = await self._write_pointers([key])
                 await self._table.call("put_item", key=key, Item=record_item(w.entry, version), **cond)
             else:
                 await self._table.call("delete_item", key=key, Key=item_key(key), **cond)
@@ -417,12 +444,22 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             cause = exc.__cause__
             old = cause.response.get("Item") if cause is not None and hasattr(cause, "response") else None
             conflict = await self._version_conflict(key, w.if_version, old)
+            if w.operation is Operation.PUT and conflict.current is not None and conflict.current.version == version:
+                await self._pointers.after_write([key], started=started, clean=False)
+                return {key: version}  # our own write, found by the SDK's retry
             if w.operation is Operation.PUT and w.if_version is not ABSENT and conflict.current is None:
-                await self._prune_after_delete(key)
+                await self._prune_after_delete(_folder(key))
             raise conflict from exc
+        except Exception:
+            if w.operation is Operation.PUT:
+                self._spawn_repairs({key: version}, [])
+            else:
+                self._spawn_repairs({}, [key])
+            raise
         if w.operation is Operation.DELETE:
-            await self._prune_after_delete(key)
+            await self._prune_after_delete(_folder(key))
             return {}
+        await self._pointers.after_write([key], started=started, clean=clean)
         return {key: version}
 
     async def _version_conflict(self, key: str, expected: object, item: Item | None) -> VersionConflict:
@@ -431,16 +468,12 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             current: VersionedEntry | None = VersionedEntry(entry_from_item(item), version_of(item))
         else:
             # DynamoDB Local (and ReturnValuesOnConditionCheckFailure=NONE) may omit the old item.
-            current = await self.get_versioned(key)
+            current = await self._versioned(key)
         return VersionConflict(
             key, expected, current,
             message=f"version conflict on {key!r}: expected {_show(expected)}, found "
             f"{_show(current.version) if current else 'no key'}",
         )
-
-    async def _prune_after_delete(self, key: str) -> None:
-        if await self._folder_empties(key):
-            await self._prune_above(key)
 
     async def _explain_cancellation(self, exc: TransactionConflict, owners: builtins.list[tuple[str, Any]]) -> None:
         """Turn a cancelled transaction into VersionConflict / FenceRejected when a condition failed."""
@@ -460,8 +493,24 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             raise await self._version_conflict(key, expected, reason.get("Item")) from exc
 
 
-def _key_of(item: Item) -> Item:
-    return {ATTR_PATH: item[ATTR_PATH], ATTR_KEY: item[ATTR_KEY]}
+def _folder(key: str) -> str:
+    """The folder holding ``key`` (``"a/b"`` for ``"a/b/c"``), or ``""`` for a top-level key."""
+    return key.rpartition("/")[0]
+
+
+def _landed_anyway(exc: TransactionConflict, owners: builtins.list[tuple[str, Any]], versions: dict[str, str]) -> bool:
+    """Whether a cancelled transaction is the SDK's retry of one that landed (its reply was lost).
+
+    A condition of the retry failed on an item that carries the version this very transaction
+    wrote: transactions are atomic, so all of it landed.
+    """
+    cause = exc.__cause__
+    reasons = cause.response.get("CancellationReasons", []) if cause is not None and hasattr(cause, "response") else []
+    for (key, _), reason in zip(owners, reasons, strict=False):
+        item = reason.get("Item")
+        if reason.get("Code") == "ConditionalCheckFailed" and item and version_of(item) == versions.get(key):
+            return True
+    return False
 
 
 def _show(v: object) -> str:

@@ -25,8 +25,10 @@ __all__ = [
     "ATTR_VERSION",
     "Item",
     "entry_from_item",
+    "is_pointer",
     "item_key",
     "new_version",
+    "pointer_key",
     "pointer_item",
     "pointer_items",
     "record_item",
@@ -64,15 +66,32 @@ def record_item(entry: Entry, version: str) -> Item:
     return item
 
 
-def pointer_item(folder: str) -> Item:
-    """The pointer that makes folder ``folder`` (``"a/b"``, no trailing ``/``) visible in its parent."""
+def pointer_key(folder: str) -> Item:
+    """The primary key of the pointer that makes ``folder`` (``"a/b"``, no trailing ``/``) visible."""
     path, name = split(folder)
     return {ATTR_PATH: {"S": path}, ATTR_KEY: {"S": name + "/"}}
 
 
-def pointer_items(key: str) -> list[Item]:
+def pointer_item(folder: str, token: str) -> Item:
+    """The pointer to ``folder``, carrying ``token`` (in ``Version``), fresh for every write.
+
+    The token is what makes pruning safe against concurrent puts: a deleter removes a pointer
+    only if it still carries the token read before the deleter found the folder empty (see
+    :mod:`kvstore.dynamodb.pointers`).
+    """
+    item = pointer_key(folder)
+    item[ATTR_VERSION] = {"S": token}
+    return item
+
+
+def pointer_items(key: str, token: str) -> list[Item]:
     """Every folder pointer a put of ``key`` writes, shallowest first."""
-    return [pointer_item(p) for p in prefixes(key)]
+    return [pointer_item(p, token) for p in prefixes(key)]
+
+
+def is_pointer(name: str) -> bool:
+    """Whether an item's ``Key`` names a folder pointer (``"b/"``) rather than a record."""
+    return name.endswith("/")
 
 
 def _decode_value(attr: dict[str, Any]) -> bytes:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 from kvstore.dynamodb.table import Table
-from kvstore.errors import EngineUnavailable, Throttled, WriteIncomplete
+from kvstore.errors import EngineUnavailable, Throttled, TransactionConflict, WriteIncomplete
 
 __all__ = ["BATCH_LIMIT", "BatchWriter", "WriteRequest", "settle"]
 
@@ -66,26 +66,35 @@ class BatchWriter:
     ) -> None:
         self._table = table
         self._deadline = deadline
-        self._base = base_delay
+        self.base_delay = base_delay
+        """The first backoff before a resubmission (seconds)."""
         self._max = max_delay
         self.retries = 0
         """How many times a batch (or its unprocessed rest) was resubmitted."""
 
-    async def write(self, *groups: Sequence[WriteRequest]) -> None:
+    async def write(self, *groups: Sequence[WriteRequest]) -> bool:
         """Write every group, in order; the batches of one group go out concurrently.
 
+        Returns whether the write was *clean*: every request landed on its first sending, with
+        no resubmission by us and no retry by the SDK. A write that was not clean may have landed
+        its items far apart in time, which the folder-pointer protocol needs to know
+        (:mod:`kvstore.dynamodb.pointers`).
+
         :raises WriteIncomplete: items were still unprocessed at the deadline.
-        :raises Throttled, EngineUnavailable: the last error, when the deadline passed on it.
+        :raises Throttled, EngineUnavailable, TransactionConflict: the last error, when the deadline
+            passed on it. Other errors (an engine rejection, a missing table) are raised at once.
         """
         deadline = time.monotonic() + self._deadline
+        clean = True
         for group in groups:
             batches = [list(group[i : i + BATCH_LIMIT]) for i in range(0, len(group), BATCH_LIMIT)]
             if len(batches) == 1:
-                await self._write_batch(batches[0], deadline)
+                clean &= await self._write_batch(batches[0], deadline)
             elif batches:
-                await settle(*(self._write_batch(b, deadline) for b in batches))
+                clean &= all(await settle(*(self._write_batch(b, deadline) for b in batches)))
+        return clean
 
-    async def _write_batch(self, batch: list[WriteRequest], deadline: float) -> None:
+    async def _write_batch(self, batch: list[WriteRequest], deadline: float) -> bool:
         pending = batch
         attempt = 0
         while True:
@@ -93,11 +102,11 @@ class BatchWriter:
                 out = await self._table.call("batch_write_item", RequestItems={self._table.name: pending})
                 pending = out.get("UnprocessedItems", {}).get(self._table.name, [])
                 if not pending:
-                    return
+                    return attempt == 0 and not out.get("ResponseMetadata", {}).get("RetryAttempts", 0)
                 reason: Exception | None = None
-            except (Throttled, EngineUnavailable) as exc:
+            except (Throttled, EngineUnavailable, TransactionConflict) as exc:
                 reason = exc
-            delay = random.uniform(0, min(self._max, self._base * 2**attempt))
+            delay = random.uniform(0, min(self._max, self.base_delay * 2**attempt))
             if time.monotonic() + delay > deadline:
                 if reason is not None:
                     raise reason
