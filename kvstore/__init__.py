@@ -24,6 +24,7 @@ from kvstore.backend import (
 )
 from kvstore.entry import Entry, Operation, TxnEntry
 from kvstore.errors import (
+    AccessDenied,
     AlreadyInProgress,
     BackendClosed,
     BackendError,
@@ -42,6 +43,7 @@ from kvstore.errors import (
     LockNotHeld,
     LockTimeout,
     PayloadMismatch,
+    RequestRejected,
     RetriesExhausted,
     TableNotActive,
     TableNotFound,
@@ -52,12 +54,14 @@ from kvstore.errors import (
     ValueTooLarge,
     VersionConflict,
     WriteIncomplete,
+    is_transient,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ABSENT",
+    "AccessDenied",
     "AlreadyInProgress",
     "Backend",
     "BackendClosed",
@@ -84,6 +88,7 @@ __all__ = [
     "LockTimeout",
     "Operation",
     "PayloadMismatch",
+    "RequestRejected",
     "RetriesExhausted",
     "TableNotActive",
     "TableNotFound",
@@ -98,4 +103,5 @@ __all__ = [
     "Write",
     "WriteIncomplete",
     "__version__",
+    "is_transient",
 ]

@@ -11,7 +11,7 @@ unreachable, throttles, or a condition did not hold), so callers can tell "fix y
     │   ├── InvalidValue                (also TypeError) a value that is not bytes, a key not str
     │   ├── ValueTooLarge               the item would exceed DynamoDB's 400 KB
     │   ├── TransactionTooLarge         over 100 items or 4 MB in one transaction
-    │   ├── ConfigError                 an invalid configuration value
+    │   ├── ConfigError                 an invalid configuration value (AccessDenied is one too)
     │   ├── BackendClosed               (also RuntimeError) used after aclose()
     │   └── LockNotHeld                 (also RuntimeError) asked for a token of a lock not held
     ├── BackendError                    the engine failed or refused; ``code`` keeps the wire code
@@ -21,9 +21,11 @@ unreachable, throttles, or a condition did not hold), so callers can tell "fix y
     │   ├── TableNotActive              the table exists but is not ACTIVE in time
     │   ├── WriteIncomplete             unprocessed items still left when the deadline passed
     │   ├── TransactionConflict         another transaction touched the same items
-    │   └── ConditionFailed             a conditional write found another state
-    │       ├── VersionConflict         a versioned write found another version
-    │       └── FenceRejected           a fenced write's token is no longer current
+    │   ├── ConditionFailed             a conditional write found another state
+    │   │   ├── VersionConflict         a versioned write found another version
+    │   │   └── FenceRejected           a fenced write's token is no longer current
+    │   └── RequestRejected             the engine refused the request as invalid; retrying cannot help
+    │       └── AccessDenied            (also ConfigError) credentials or permissions refused
     ├── LockError
     │   ├── LockLost                    leadership was lost
     │   └── LockTimeout                 the lock was not acquired in time
@@ -33,6 +35,10 @@ unreachable, throttles, or a condition did not hold), so callers can tell "fix y
     │   ├── PayloadMismatch             same key, different payload
     │   └── IdempotencyKeyMissing       the key could not be derived from the call
     └── EngineError                     DynamoDB Local could not be installed or started
+
+:func:`is_transient` tells which errors are worth retrying after a backoff (the engine was
+unreachable, busy or contended) from those that will fail the same way again (usage errors,
+rejected requests, a missing table, a condition that did not hold).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessDenied",
     "AlreadyInProgress",
     "BackendClosed",
     "BackendError",
@@ -58,6 +65,7 @@ __all__ = [
     "LockNotHeld",
     "LockTimeout",
     "PayloadMismatch",
+    "RequestRejected",
     "RetriesExhausted",
     "TableNotActive",
     "TableNotFound",
@@ -68,6 +76,7 @@ __all__ = [
     "ValueTooLarge",
     "VersionConflict",
     "WriteIncomplete",
+    "is_transient",
 ]
 
 
@@ -195,6 +204,28 @@ class FenceRejected(ConditionFailed):
     """A fenced write carried a fencing token that is no longer the lock's current one."""
 
 
+class RequestRejected(BackendError):
+    """The engine refused the request as invalid; retrying cannot help.
+
+    DynamoDB's ``ValidationException`` (a sort key over 1024 bytes, a number out of range, an
+    expression it cannot parse), ``SerializationException``, ``ItemCollectionSizeLimitExceededException``
+    and ``IdempotentParameterMismatchException`` end up here: the same request fails the same way
+    however often it is sent, so retry loops must give up on it at once (see :func:`is_transient`).
+    ``code`` is the wire code and the message carries the engine's own text.
+    """
+
+
+class AccessDenied(ConfigError, RequestRejected):
+    """The engine refused the credentials or their permissions.
+
+    ``UnrecognizedClientException`` (unknown access key), ``InvalidSignatureException`` (wrong
+    secret), ``ExpiredTokenException``, ``AccessDeniedException`` (an IAM policy forbids the
+    action)... The fix is in the configuration or the policy, so it is a :class:`ConfigError`, like
+    missing credentials; it is also a :class:`RequestRejected` (a :class:`BackendError` keeping the
+    wire ``code``), so handlers of engine errors still see it, and it is never transient.
+    """
+
+
 class LockError(KVStoreError):
     """A lock could not be acquired or was lost."""
 
@@ -249,3 +280,38 @@ class IdempotencyKeyMissing(IdempotencyError, ValueError):
 
 class EngineError(KVStoreError):
     """DynamoDB Local could not be installed or started."""
+
+
+#: The classes :func:`is_transient` accepts: failures that say nothing about the request itself.
+_TRANSIENT: tuple[type[BackendError], ...] = (EngineUnavailable, Throttled, TransactionConflict, WriteIncomplete)
+
+#: Cancellation reasons of a transaction that the same transaction will meet again.
+_FINAL_CANCELLATION_REASONS = frozenset(
+    {"ConditionalCheckFailed", "ItemCollectionSizeLimitExceeded", "ValidationError"}
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying after a backoff: the same request may well succeed later.
+
+    True for :class:`EngineUnavailable` (unreachable, connection dropped, timed out),
+    :class:`Throttled`, :class:`TransactionConflict` and :class:`WriteIncomplete`. False for
+    everything else: usage errors, :class:`RequestRejected` (and :class:`AccessDenied`),
+    :class:`TableNotFound`, :class:`TableNotActive`, :class:`ConditionFailed` and its subclasses
+    (the state differs from what the request expects; retrying it unchanged fails again), a generic
+    :class:`BackendError` with an unknown code, :class:`RetriesExhausted` (retrying already gave
+    up) and any exception that is not a :class:`KVStoreError`.
+
+    A :class:`TransactionConflict` whose cancellation ``reasons`` name a failed condition, a
+    validation error or a full item collection is not transient either: only the contention-type
+    reasons (``TransactionConflict``, throttling) go away by themselves.
+
+    "Transient" is about the engine, not about the write: after :class:`EngineUnavailable` a write
+    may have landed without its reply, so only idempotent requests (or ones that recognise their
+    own landed write) may be resent blindly.
+    """
+    if not isinstance(exc, _TRANSIENT):
+        return False
+    if isinstance(exc, TransactionConflict):
+        return not _FINAL_CANCELLATION_REASONS.intersection(exc.reasons)
+    return True

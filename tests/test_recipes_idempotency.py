@@ -10,20 +10,27 @@ import asyncio
 import dataclasses
 import decimal
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from kvstore import (
     AlreadyInProgress,
+    Check,
+    ConditionalBackend,
     ConfigError,
     Entry,
+    Fence,
     IdempotencyKeyMissing,
+    InvalidKey,
     InvalidValue,
     PayloadMismatch,
     ValueTooLarge,
     VersionConflict,
+    VersionedEntry,
+    Write,
 )
 from kvstore.dynamodb import DynamoDBBackend
 from kvstore.inmem import InmemBackend
@@ -90,18 +97,19 @@ async def test_claim_complete_and_replay(store: IdempotencyStore, backend: Store
     assert await store.get("order-1") == done
     assert await store.get("order-2") is None
 
-    # The record is a plain JSON entry under the hidden folder.
+    # The record is a plain JSON entry under the store's own folder.
     raw = await backend.get(store.record_key("order-1"))
     assert raw is not None and json.loads(raw.value)["status"] == "COMPLETED"
     assert store.record_key("order-1").startswith("_idempotency/")
 
 
-async def test_records_are_hidden_from_list(store: IdempotencyStore, backend: Store) -> None:
+async def test_records_live_in_their_own_listed_folder(store: IdempotencyStore, backend: Store) -> None:
     await backend.put(Entry("app/x", b"1"))
     claim = await store.claim("k")
     await store.complete(claim, 1)
-    assert await backend.list("") == ["app/"]
-    assert len(await backend.list("_idempotency/")) == 1  # reachable when asked for by name
+    # An ordinary folder: every record stays reachable by list (and by fsck), none is hidden.
+    assert await backend.list("") == ["_idempotency/", "app/"]
+    assert len(await backend.list("_idempotency/")) == 1
 
 
 async def test_stale_owner_cannot_complete_or_release(store: IdempotencyStore, clock: FakeClock) -> None:
@@ -157,6 +165,76 @@ async def test_expired_record_takeover_race_has_one_winner(
             assert c.record.owner == winner.record.owner
 
 
+class LandsThenConflicts(ConditionalBackend):
+    """A backend whose chosen commits land and then answer as a resend that does not recognise its
+    own write would: the same writes committed again, refused with a VersionConflict.
+
+    That is what a lost reply looks like on a backend (or an engine) that cannot tell its own landed
+    write from another's; the recipe must still report the truth.
+    """
+
+    def __init__(self, inner: Store, *, ambiguous: set[int]) -> None:
+        self._inner = inner
+        self._ambiguous = ambiguous
+        self.commits = 0
+
+    async def get_versioned(self, key: str) -> VersionedEntry | None:
+        return await self._inner.get_versioned(key)
+
+    async def commit(
+        self, writes: Sequence[Write], checks: Sequence[Check] = (), *, fence: Fence | None = None
+    ) -> dict[str, str]:
+        self.commits += 1
+        versions = await self._inner.commit(writes, checks, fence=fence)
+        if self.commits in self._ambiguous:
+            await self._inner.commit(writes, checks, fence=fence)  # the resend: raises VersionConflict
+            raise AssertionError("the resend of a conditional write should have been refused")
+        return versions
+
+
+async def test_claim_and_completion_whose_replies_were_lost_are_reported_won(backend: Store, clock: FakeClock) -> None:
+    """The record a refused claim finds carries this claim's owner token: it is this claim."""
+    ambiguous = LandsThenConflicts(backend, ambiguous={1, 2})
+    store = IdempotencyStore(ambiguous, expires_after=100, in_progress_timeout=10, clock=clock)
+    claim = await store.claim("lost", payload_hash="h")
+    assert claim.claimed and claim.record.status is Status.INPROGRESS
+    stored = await backend.get_versioned(store.record_key("lost"))
+    assert stored is not None and claim.record.version == stored.version  # what complete() needs
+    done = await store.complete(claim, {"ok": 1})  # its reply is "lost" too
+    stored = await backend.get_versioned(store.record_key("lost"))
+    assert stored is not None and done.version == stored.version and done.status is Status.COMPLETED
+    assert not (await store.claim("lost", payload_hash="h")).claimed  # and it replays
+
+    # Someone else's record is still someone else's, and a stale completion is still refused.
+    other = IdempotencyStore(backend, expires_after=100, in_progress_timeout=10, clock=clock)
+    mine = await other.claim("taken")
+    refused = await store.claim("taken")
+    assert not refused.claimed and refused.record.owner == mine.record.owner
+    clock.advance(11)
+    fresh = await store.claim("taken")  # a takeover, commit 4 (not ambiguous)
+    assert fresh.claimed
+    with pytest.raises(VersionConflict):
+        await other.complete(mine, "late")
+
+
+async def test_lost_completion_through_the_decorator_is_not_reported_taken_over(
+    backend: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = IdempotencyStore(LandsThenConflicts(backend, ambiguous={2}))  # 1: claim, 2: completion
+    runs: list[int] = []
+
+    @idempotent(store, key="n")
+    async def double(n: int) -> int:
+        runs.append(n)
+        return 2 * n
+
+    with caplog.at_level(logging.WARNING, logger="kvstore.recipes.idempotency"):
+        assert await double(4) == 8
+    assert await double(4) == 8
+    assert runs == [4]
+    assert not [r for r in caplog.records if "taken over" in r.getMessage()]
+
+
 async def test_payload_mismatch(store: IdempotencyStore) -> None:
     claim = await store.claim("pay", payload_hash=payload_hash({"amount": 10}))
     await store.complete(claim, "charged")
@@ -188,7 +266,9 @@ async def test_misuse_is_refused(store: IdempotencyStore, backend: Store) -> Non
     with pytest.raises(IdempotencyKeyMissing):
         await store.claim("")
     with pytest.raises(ConfigError):
-        IdempotencyStore(backend, prefix="visible")
+        IdempotencyStore(backend, prefix="trailing/")
+    with pytest.raises(InvalidKey):
+        IdempotencyStore(backend, prefix=" /root-marker")
     with pytest.raises(ConfigError):
         IdempotencyStore(backend, in_progress_timeout=0)
     assert (await store.get("m")) == holder.record

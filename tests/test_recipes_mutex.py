@@ -20,13 +20,17 @@ from typing import TypedDict
 import pytest
 
 from kvstore import (
+    AccessDenied,
+    BackendError,
     ConfigError,
+    EngineUnavailable,
     Entry,
     FenceRejected,
     InvalidKey,
     LockNotHeld,
     LockTimeout,
     Operation,
+    RequestRejected,
     TableNotActive,
     TableNotFound,
     Write,
@@ -219,6 +223,46 @@ async def test_table_not_active_is_reported(inmem: InmemBackend) -> None:
         await asyncio.wait_for(waiting, 10)
     inmem.fail("lock", None)
     await holder.release()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RequestRejected("ValidationException: bad request", code="ValidationException"),
+        AccessDenied("UnrecognizedClientException: unknown key", code="UnrecognizedClientException"),
+        BackendError("SomethingNewException: ?", code="SomethingNewException"),
+    ],
+    ids=["rejected", "access-denied", "unknown-code"],
+)
+async def test_non_transient_engine_errors_end_the_wait(inmem: InmemBackend, error: BackendError) -> None:
+    """Waiting cannot cure a refused request: it is raised, before or while waiting, not a LockTimeout."""
+    inmem.fail("lock", error)
+    m = Mutex(inmem, "m", timeout=5, **FAST)
+    with pytest.raises(type(error)):
+        await asyncio.wait_for(m.acquire(), 2)
+    inmem.fail("lock", None)
+
+    holder = Mutex(inmem, "m", ttl=30, renew_interval=5, retry_interval=0.05)
+    await holder.acquire()
+    waiting = asyncio.create_task(Mutex(inmem, "m", check_interval=0.1, **FAST).acquire())
+    await asyncio.sleep(0.2)
+    inmem.fail("lock", error)
+    with pytest.raises(type(error)):
+        await asyncio.wait_for(waiting, 10)
+    inmem.fail("lock", None)
+    await holder.release()
+
+
+async def test_transient_engine_errors_are_waited_out(inmem: InmemBackend) -> None:
+    inmem.fail("lock", EngineUnavailable("DynamoDB unreachable"))
+    m = Mutex(inmem, "m", timeout=5, check_interval=0.1, **FAST)
+    acquiring = asyncio.create_task(m.acquire())
+    await asyncio.sleep(0.3)
+    assert not acquiring.done()
+    inmem.fail("lock", None)
+    await asyncio.wait_for(acquiring, 5)
+    assert m.locked
+    await m.release()
 
 
 # -- two OS processes --------------------------------------------------------------------------------

@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 
-from kvstore import ABSENT, ConfigError, Entry, RetriesExhausted, TransactionConflict, VersionConflict, VersionedEntry
+from kvstore import (
+    ABSENT,
+    ConfigError,
+    Entry,
+    RequestRejected,
+    RetriesExhausted,
+    TransactionConflict,
+    VersionConflict,
+    VersionedEntry,
+)
 from kvstore.dynamodb import DynamoDBBackend
 from kvstore.inmem import InmemBackend
 from kvstore.recipes import (
@@ -351,6 +360,38 @@ async def test_atomic_retries_transaction_conflicts(inmem: InmemBackend) -> None
 
     await atomic(inmem, block, retry=EAGER)
     assert await inmem.get("t") == Entry("t", b"1")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransactionConflict("cancelled", reasons=["None", "ValidationError"]),
+        TransactionConflict("cancelled", reasons=["ItemCollectionSizeLimitExceeded"]),
+        RequestRejected("ValidationException: bad request", code="ValidationException"),
+    ],
+    ids=["txn-validation", "txn-collection-full", "rejected"],
+)
+async def test_final_refusals_are_not_retried(inmem: InmemBackend, error: Exception) -> None:
+    """A commit the engine will refuse again ends update() and atomic() at once, not after every attempt."""
+    commits = 0
+
+    async def refuse() -> None:
+        nonlocal commits
+        commits += 1
+        raise error
+
+    inmem.before_commit = refuse
+
+    async def block(tx: Txn) -> None:
+        tx.put("t", b"1")
+
+    with pytest.raises(type(error)):
+        await atomic(inmem, block, retry=EAGER)
+    assert commits == 1
+    with pytest.raises(type(error)):
+        await update(inmem, "t", lambda _: b"1", retry=EAGER)
+    assert commits == 2
+    assert await inmem.get("t") is None
 
 
 # -- the ALL_OLD fallback --------------------------------------------------------------------------

@@ -4,6 +4,15 @@ Every call to the engine runs inside :func:`translated`, so callers only ever se
 :class:`~kvstore.errors.KVStoreError` subclasses, each raised ``from`` the SDK's exception and keeping
 the wire code in ``.code``. Throttling and 5xx errors were already retried by botocore's retry
 handler (``dynamodb_max_retries``) before they reach this table.
+
+Requests the engine refuses as invalid (``ValidationException`` and kin, :data:`REJECTION_CODES`)
+become :class:`~kvstore.errors.RequestRejected`, and refused credentials or permissions
+(:data:`ACCESS_CODES`) :class:`~kvstore.errors.AccessDenied`, which is both a ConfigError (the fix is
+in the configuration or the IAM policy, as for missing credentials) and a RequestRejected (it keeps
+``.code`` and stays a BackendError for handlers of engine errors). Neither is transient
+(:func:`~kvstore.errors.is_transient`), so no retry loop spins on them. A cancelled transaction stays
+a TransactionConflict whatever its reasons, because the backend explains and cleans up after
+exactly that class; ``is_transient`` reads its ``reasons`` to tell contention from a final refusal.
 """
 
 from __future__ import annotations
@@ -24,17 +33,19 @@ from botocore.exceptions import (
 )
 
 from kvstore.errors import (
+    AccessDenied,
     BackendError,
     ConditionFailed,
     ConfigError,
     EngineUnavailable,
     KVStoreError,
+    RequestRejected,
     TableNotFound,
     Throttled,
     TransactionConflict,
 )
 
-__all__ = ["THROTTLING_CODES", "error_code", "translated"]
+__all__ = ["ACCESS_CODES", "REJECTION_CODES", "THROTTLING_CODES", "error_code", "translated"]
 
 #: Codes that mean "slow down": botocore retries these itself; they are also what the batch writer
 #: treats as a reason to back off rather than fail at once.
@@ -47,8 +58,33 @@ THROTTLING_CODES = frozenset(
     }
 )
 
+#: Codes of requests the engine refuses as invalid: the same request fails the same way again.
+REJECTION_CODES = frozenset(
+    {
+        "ValidationException",  # a key over its size limit, a number out of range, a bad expression...
+        "SerializationException",  # a body the engine cannot parse (a malformed attribute value)
+        "ItemCollectionSizeLimitExceededException",  # a partition with an LSI is over 10 GB
+        "IdempotentParameterMismatchException",  # a ClientRequestToken reused with other parameters
+    }
+)
+
+#: Codes of refused credentials or permissions: fix the configuration or the IAM policy.
+ACCESS_CODES = frozenset(
+    {
+        "UnrecognizedClientException",  # unknown access key id (or a wrong region/endpoint for it)
+        "InvalidSignatureException",  # wrong secret key
+        "IncompleteSignatureException",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "ExpiredTokenException",  # an expired session token that the credential chain did not refresh
+        "AccessDeniedException",  # an IAM policy forbids the action on this table
+    }
+)
+
 _BY_CODE: dict[str, type[BackendError]] = {
     **{code: Throttled for code in THROTTLING_CODES},
+    **{code: RequestRejected for code in REJECTION_CODES},
+    **{code: AccessDenied for code in ACCESS_CODES},
     "ResourceNotFoundException": TableNotFound,
     "TransactionConflictException": TransactionConflict,
     "TransactionInProgressException": TransactionConflict,

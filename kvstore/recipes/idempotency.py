@@ -13,8 +13,9 @@ asyncio, on any :class:`~kvstore.backend.ConditionalBackend`, and closing its ga
 - **Only COMPLETED records are cached** locally (optional LRU): an in-progress record must be read
   fresh, or a waiter would never see it finish.
 
-Records are kvstore entries under a hidden folder, ``_idempotency/<sha256 of the key>`` by default
-(the ``_`` keeps the folder out of ``list`` at its parent), each value a JSON object::
+Records are kvstore entries under a folder of their own, ``_idempotency/<sha256 of the key>`` by
+default (an ordinary folder: ``list("")`` shows ``_idempotency/``, and ``fsck`` checks it like any
+other; pass ``prefix=`` to put the records elsewhere), each value a JSON object::
 
     {"v": 1, "key": "...", "status": "INPROGRESS" | "COMPLETED", "owner": "<uuid>",
      "expiry": <epoch s>, "in_progress_until": <epoch s> | null,
@@ -31,6 +32,13 @@ on the time; ``in_progress_timeout`` and ``expires_after`` should dwarf their cl
 the existing record with the refusal (ALL_OLD; a consistent read when the engine omits it), and
 only when that record is expired or its in-progress claim timed out does a second conditional
 write take it over, conditional on the version just seen.
+
+**Ambiguous replies.** When the reply to a conditional write is lost, the SDK sends it again and
+the resend may find the write itself already landed. Each claim carries a fresh random ``owner``,
+so a refusal showing a record with this claim's owner is this claim, and :meth:`claim` reports it
+won (never "in progress by another"); a completion refused by a record holding exactly the bytes it
+wrote reports the completion done. Backends that recognise their own landed write report success
+in the first place; these checks keep the recipe honest on any backend.
 
 The :func:`idempotent` decorator wraps any coroutine function::
 
@@ -70,8 +78,9 @@ from kvstore.errors import (
     TransactionConflict,
     ValueTooLarge,
     VersionConflict,
+    is_transient,
 )
-from kvstore.keys import base, is_hidden, validate_key
+from kvstore.keys import validate_prefix
 from kvstore.recipes.durations import check_seconds
 
 __all__ = [
@@ -205,9 +214,9 @@ class IdempotencyStore:
         cache_size: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        validate_key(prefix)
-        if not is_hidden(base(prefix)):
-            raise ConfigError(f"idempotency prefix {prefix!r}: its last segment must start with '_' to stay hidden")
+        validate_prefix(prefix)
+        if not prefix or prefix.endswith("/"):
+            raise ConfigError(f"idempotency prefix {prefix!r}: a folder name without the trailing '/', e.g. 'idem'")
         check_seconds("idempotency expires_after", expires_after)
         check_seconds("idempotency in_progress_timeout", in_progress_timeout)
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
@@ -295,8 +304,9 @@ class IdempotencyStore:
 
         One conditional create when the key is new. When it exists, the refusal carries the
         existing record; an expired record, or an INPROGRESS one past its in-progress deadline, is
-        then taken over by a write conditional on the version seen. Anything else is returned
-        unclaimed.
+        then taken over by a write conditional on the version seen. A record carrying this claim's
+        own owner token is this claim's write that landed although its reply was lost (the SDK's
+        resend then found it): the claim is won. Anything else is returned unclaimed.
 
         :param payload_hash: the caller's payload hash (see :func:`payload_hash`), stored with the
             claim and compared with an existing record's.
@@ -312,9 +322,10 @@ class IdempotencyStore:
             return Claim(False, cached)
         timeout = self.in_progress_timeout if in_progress_timeout is None else in_progress_timeout
         check_seconds("idempotency in_progress_timeout", timeout)
+        owner = uuid.uuid4().hex  # this claim's identity: only its own writes carry it
         fields: dict[str, Any] = {
             "status": Status.INPROGRESS.value,
-            "owner": uuid.uuid4().hex,
+            "owner": owner,
             "expiry": now + self.expires_after,
             "in_progress_until": now + timeout,
             "payload_hash": payload_hash,
@@ -332,6 +343,8 @@ class IdempotencyStore:
                 if current is None and exc.current is not None:
                     current = await self._backend.get_versioned(rk)
             except TransactionConflict as exc:
+                if not is_transient(exc):
+                    raise
                 last = exc
                 current = await self._backend.get_versioned(rk)
             else:
@@ -341,6 +354,11 @@ class IdempotencyStore:
                 expected = ABSENT  # gone meanwhile (released or forgotten): create it again
                 continue
             existing = self._decode(key, current, self._clock())
+            if existing.owner == owner:
+                # Our own write, landed with its reply lost: the resend found it. The claim is ours,
+                # at the version the store holds (what complete() and release() condition on).
+                log.info("idempotency key %r: the claim landed although its reply was lost", key)
+                return Claim(True, self._decode(key, current, now))
             if existing.claimable(self._clock()):
                 log.info("idempotency key %r: taking over a %s record", key, existing.status.value)
                 expected = current.version
@@ -372,7 +390,10 @@ class IdempotencyStore:
         """Store ``response`` (a JSON value) for the won ``claim``; return the COMPLETED record.
 
         Conditional on the claim's version: if the claim was taken over (this caller ran past its
-        in-progress timeout) or released, nothing is written. The expiry restarts now.
+        in-progress timeout) or released, nothing is written. The expiry restarts now. A refusal
+        by a record holding exactly the bytes this call wrote (this claim's owner token, this
+        expiry, this response) means the completion landed and only its reply was lost: it is
+        reported done, at the version the store holds.
 
         :raises VersionConflict: the claim is no longer current (a stale owner); nothing written.
         :raises ValueTooLarge: the record with ``response`` exceeds the engine's item limit.
@@ -390,8 +411,19 @@ class IdempotencyStore:
             "response": response,
         }
         entry = self._encode(record.key, fields)
-        versions = await self._backend.commit([Write(Operation.PUT, entry, record.version)])
-        done = self._decode(record.key, VersionedEntry(entry, versions[entry.key]), now)
+        try:
+            versions = await self._backend.commit([Write(Operation.PUT, entry, record.version)])
+        except VersionConflict as exc:
+            current = exc.current if isinstance(exc.current, VersionedEntry) else None
+            if current is None and exc.current is not None:
+                current = await self._backend.get_versioned(entry.key)  # the conflict did not say
+            if current is None or current.entry.value != entry.value:
+                raise
+            log.info("idempotency key %r: the completion landed although its reply was lost", record.key)
+            version = current.version
+        else:
+            version = versions[entry.key]
+        done = self._decode(record.key, VersionedEntry(entry, version), now)
         self._remember(entry.key, done)
         return done
 

@@ -15,8 +15,11 @@ lock status, typed "table not active" and "timeout" errors), built on the backen
   holder that was replaced while paused.
 - **Typed errors.** :class:`~kvstore.errors.LockTimeout` when the mutex was not acquired in time;
   :class:`~kvstore.errors.TableNotFound` / :class:`~kvstore.errors.TableNotActive` when the table is
-  missing or unusable, before or while waiting (the lease lock itself retries every engine error
-  while it waits, so a deleted table would otherwise look like a lock held forever).
+  missing or unusable, and :class:`~kvstore.errors.RequestRejected` (or its
+  :class:`~kvstore.errors.AccessDenied`) when the engine refuses the requests, before or while
+  waiting. The lease lock retries engine errors while it waits, so without these checks a deleted
+  table or refused credentials would look like a lock held forever. Only transient errors
+  (:func:`~kvstore.errors.is_transient`: unreachable, throttled...) are waited out.
 
 Usage::
 
@@ -45,9 +48,8 @@ from kvstore.errors import (
     BackendError,
     LockNotHeld,
     LockTimeout,
-    TableNotActive,
-    TableNotFound,
     UsageError,
+    is_transient,
 )
 from kvstore.keys import validate_key
 from kvstore.recipes.durations import check_seconds
@@ -56,8 +58,18 @@ __all__ = ["Mutex", "MutexState", "MutexStatus"]
 
 log = logging.getLogger(__name__)
 
-#: Errors that mean the lock cannot be taken at all, however long one waits.
-_FATAL = (TableNotFound, TableNotActive, UsageError)
+#: The errors a read of the lock record may raise that this module looks at.
+_CHECKED = (UsageError, BackendError)
+
+
+def _fatal(exc: BaseException) -> bool:
+    """Whether ``exc`` means the lock cannot be taken at all, however long one waits.
+
+    Usage errors and every engine error that is not transient: a missing or inactive table, a
+    rejected request, refused credentials, an unknown engine code. Waiting out such an error
+    would only turn it into a LockTimeout (or a wait forever) that hides the real cause.
+    """
+    return isinstance(exc, UsageError) or (isinstance(exc, BackendError) and not is_transient(exc))
 
 
 class MutexState(enum.Enum):
@@ -206,6 +218,8 @@ class Mutex:
         :raises LockTimeout: not acquired within ``timeout`` (the message names the holder).
         :raises TableNotFound: the table is missing, found before or while waiting.
         :raises TableNotActive: the backend reports the table unusable.
+        :raises RequestRejected: the engine refuses the lock's requests (AccessDenied: the
+            credentials), found before or while waiting; likewise any other non-transient error.
         """
         limit = self._timeout if timeout is _DEFAULT else timeout
         if limit is not None:
@@ -275,34 +289,39 @@ class Mutex:
     # -- internals ----------------------------------------------------------------------------
 
     async def _check_usable(self) -> None:
-        """Read the lock record once, so a missing table fails now rather than after the timeout."""
+        """Read the lock record once, so a missing table fails now rather than after the timeout.
+
+        A transient failure (see :func:`_fatal`) is waited out; anything else is raised.
+        """
         try:
             await self._lock.value()
-        except _FATAL:
-            raise
-        except BackendError as exc:
+        except _CHECKED as exc:
+            if _fatal(exc):
+                raise
             log.debug("mutex %s: status read failed, waiting anyway: %r", self._name, exc)
 
     async def _watch_usable(self, stop: asyncio.Event, fatal: list[BaseException]) -> None:
+        """While a wait lasts, re-read the lock record; stop the wait on an error waiting cannot cure."""
         while not stop.is_set():
             await asyncio.sleep(self._check_interval)
             try:
                 await self._lock.value()
-            except _FATAL as exc:
+            except _CHECKED as exc:
+                if not _fatal(exc):
+                    log.debug("mutex %s: check read failed: %r", self._name, exc)
+                    continue
                 log.warning("mutex %s: giving up the wait: %r", self._name, exc)
                 fatal.append(exc)
                 stop.set()
                 return
-            except BackendError as exc:
-                log.debug("mutex %s: check read failed: %r", self._name, exc)
 
     async def _holder(self) -> str:
         """A description of the current holder for error messages (a failed read raises fatal errors)."""
         try:
             held, holder = await self._lock.value()
-        except _FATAL:
-            raise
-        except BackendError as exc:
+        except _CHECKED as exc:
+            if _fatal(exc):
+                raise
             return f"holder unknown: {exc}"
         return f"held by {holder!r}" if held else "it was just released"
 

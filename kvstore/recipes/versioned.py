@@ -60,7 +60,7 @@ from typing import TypeVar
 
 from kvstore.backend import ABSENT, Absent, Check, ConditionalBackend, VersionedEntry, Write
 from kvstore.entry import Entry, Operation
-from kvstore.errors import ConfigError, RetriesExhausted, TransactionConflict, VersionConflict
+from kvstore.errors import ConfigError, RetriesExhausted, TransactionConflict, VersionConflict, is_transient
 from kvstore.keys import validate_key
 from kvstore.limits import check_entry
 
@@ -185,6 +185,10 @@ async def update(
     value the conflict reported (no extra read) after a jittered backoff (see :class:`RetryPolicy`);
     a transaction conflict (another transaction touched the item) re-reads.
 
+    Only conflicts are retried. Any other error propagates at once: engine errors are retried by
+    the SDK and the backend already, and a rejected request (:class:`~kvstore.errors.RequestRejected`)
+    or a missing table fails the same way on every attempt.
+
     :returns: the stored entry with its new version, or ``None`` when the key ends up absent.
     :raises RetriesExhausted: every attempt met a conflict; ``last`` is the final conflict.
     """
@@ -217,6 +221,8 @@ async def update(
             else:
                 reread = True
         except TransactionConflict as exc:
+            if not is_transient(exc):
+                raise  # cancelled for a reason the next attempt meets again (see is_transient)
             last = exc
             reread = True
     raise RetriesExhausted(
@@ -304,7 +310,9 @@ async def atomic(
     block behaves as if it ran alone (serializable, like etcd's STM). A block that only read more
     than one key is validated with a check-only commit, so its reads form one consistent snapshot.
     The block may run several times: keep side effects out of it. An exception from the block
-    aborts it (nothing is written) and propagates.
+    aborts it (nothing is written) and propagates. Only conflicts re-run the block; any other
+    error of the commit (a rejected request, a transaction cancelled for a reason that is not
+    contention, a missing table) propagates at once.
 
     Everything lands in one ``commit`` (one TransactWriteItems on DynamoDB), so reads + writes +
     folder pointers must fit the engine's limit of 100 items.
@@ -331,6 +339,8 @@ async def atomic(
             # The conflicting key's state is known fresh; the other keys are read again.
             seed = {exc.key: current} if known else {}
         except TransactionConflict as exc:
+            if not is_transient(exc):
+                raise  # cancelled for a reason the next attempt meets again (see is_transient)
             last = exc
             seed = {}
     raise RetriesExhausted(
