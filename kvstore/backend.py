@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, overload
 
 from kvstore.entry import Entry, Operation, TxnEntry
 
@@ -100,17 +100,41 @@ class Lock(ABC):
 
     ``lock()`` blocks until this node holds the lock and returns an event that is set the moment
     this node must stop acting as leader (it lost the lock, or can no longer prove it holds it).
-    Every grant carries a fencing token that only ever grows, so a resource can refuse writes from
-    a leader that was replaced while paused (see :class:`Fence`).
+    :attr:`held` says the same without waiting for any task to run. Every grant carries a fencing
+    token that only ever grows, so a resource can refuse writes from a leader that was replaced
+    while paused (see :class:`Fence`).
     """
+
+    @overload
+    async def lock(self, stop: None = None) -> asyncio.Event: ...
+
+    @overload
+    async def lock(self, stop: asyncio.Event) -> asyncio.Event | None: ...
 
     @abstractmethod
     async def lock(self, stop: asyncio.Event | None = None) -> asyncio.Event | None:
-        """Block until held; return the "leadership lost" event, or ``None`` if ``stop`` was set first."""
+        """Block until held; return the "leadership lost" event, or ``None`` if ``stop`` was set first.
+
+        Without ``stop`` the result is always an event (typed so: no ``None`` check needed).
+        """
 
     @abstractmethod
     async def unlock(self) -> None:
-        """Release at once (a contender may take over immediately) and stop background tasks."""
+        """Release at once (a contender may take over immediately) and stop background tasks.
+
+        A :meth:`lock` call of this object still campaigning is ended first, so no grant is left
+        renewing behind it. The release is best effort and bounded in time.
+        """
+
+    @property
+    @abstractmethod
+    def held(self) -> bool:
+        """Whether this object holds a grant it has not lost, judged now (no I/O, no waiting).
+
+        Stricter than the lost event not being set: right after a pause of the process the lease
+        may have run out before the task that sets the event got to run. False once the backend
+        was closed.
+        """
 
     @abstractmethod
     async def value(self) -> tuple[bool, str]:

@@ -59,8 +59,7 @@ from typing import Any, TypeVar
 
 from kvstore.backend import Fence, HABackend, Lock
 from kvstore.errors import InvalidValue, LockLost, LockTimeout
-from kvstore.keys import validate_key
-from kvstore.lease import LeaseLock
+from kvstore.keys import validate_lock_name
 
 __all__ = ["Election", "Term"]
 
@@ -101,9 +100,7 @@ class Term:
         Stricter than ``not lost.is_set()``: right after a process pause the lease may have run out
         before the background task that sets ``lost`` got to run.
         """
-        if self.lost.is_set():
-            return False
-        return self._lock.held if isinstance(self._lock, LeaseLock) else True
+        return not self.lost.is_set() and self._lock.held
 
     def raise_if_lost(self) -> None:
         """Raise :class:`~kvstore.errors.LockLost` unless this term still leads (:attr:`is_leader`)."""
@@ -121,7 +118,7 @@ class Election:
     An Election object may campaign many times, one term after another; each campaign uses a new
     lock (a new identity), so two concurrent campaigns of one object compete like two nodes.
 
-    :raises InvalidKey: ``name`` is not a valid key.
+    :raises InvalidKey: ``name`` cannot name a lock (:func:`kvstore.keys.validate_lock_name`).
     :raises ConfigError: a timing is invalid (a renew interval at or beyond the TTL only warns).
     """
 
@@ -136,7 +133,7 @@ class Election:
         watch_interval: float | None = None,
         retry_interval: float | None = None,
     ) -> None:
-        validate_key(name)
+        validate_lock_name(name)
         if not isinstance(value, str):
             raise InvalidValue(f"election value must be str, not {type(value).__name__}")
         self._backend = backend

@@ -3,8 +3,11 @@
 It campaigns for leadership on DynamoDB; while it leads it writes its fencing token to one shared
 record with fenced writes, and it appends every event to a JSON-lines log with monotonic
 timestamps (CLOCK_MONOTONIC is one clock for all processes of a machine, so the test can merge
-the logs). When it notices it lost, it sends one more write under its old token (a "probe": the
-late write of a zombie leader) to show the store refuses it, then campaigns again.
+the logs). Before each write it asks ``term.is_leader`` and logs the moment the answer was yes
+(``t_check``): the last such moment of a term ends its leadership interval, which the test checks
+against every other term's. When it notices it lost, it sends one more write under its old token
+(a "probe": the late write of a zombie leader) to show the store refuses it, then campaigns again.
+A failed resignation (a partition) is logged and the campaign starts over.
 
 Usage: python tests/failover_worker.py --endpoint URL --table T --id NAME --log PATH [timings]
 """
@@ -37,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--watch", type=float, default=0.5)
     p.add_argument("--retry", type=float, default=0.2)
     p.add_argument("--write-interval", type=float, default=0.05)
+    p.add_argument("--read-timeout", type=float, default=None, help="the client's read timeout (s)")
+    p.add_argument("--max-retries", type=int, default=None, help="the SDK's retries (dynamodb_max_retries)")
     return p.parse_args(argv)
 
 
@@ -53,8 +58,13 @@ class EventLog:
         self._out.flush()
 
 
-async def fenced_write(store: DynamoDBBackend, term: Term, record: str, log: EventLog, kind: str) -> bool | None:
-    """One fenced write of this term's token; logs it; True accepted, False rejected, None unknown."""
+async def fenced_write(
+    store: DynamoDBBackend, term: Term, record: str, log: EventLog, kind: str, t_check: float | None = None
+) -> bool | None:
+    """One fenced write of this term's token; logs it; True accepted, False rejected, None unknown.
+
+    ``t_check``: when ``term.is_leader`` last said yes before this write (None for a probe).
+    """
     payload = json.dumps({"token": term.fencing_token, "id": term.value}).encode()
     t_send = time.monotonic()
     ok: bool | None = None
@@ -72,7 +82,7 @@ async def fenced_write(store: DynamoDBBackend, term: Term, record: str, log: Eve
         except BackendError as exc:  # e.g. a timeout: the outcome is not known here
             ok, err = None, repr(exc)
         break
-    log.emit(kind, token=term.fencing_token, ok=ok, t_send=t_send, t_done=time.monotonic(), err=err)
+    log.emit(kind, token=term.fencing_token, ok=ok, t_check=t_check, t_send=t_send, t_done=time.monotonic(), err=err)
     return ok
 
 
@@ -86,6 +96,10 @@ async def run(args: argparse.Namespace, log: EventLog) -> None:
         "billing_mode": "PAY_PER_REQUEST",
         "ha_enabled": "true",
     }
+    if args.read_timeout is not None:
+        conf["read_timeout"] = str(args.read_timeout)
+    if args.max_retries is not None:
+        conf["dynamodb_max_retries"] = str(args.max_retries)
     async with await DynamoDBBackend.create(conf, environ={}) as store:
         election = Election(
             store, args.name, args.id,
@@ -94,16 +108,20 @@ async def run(args: argparse.Namespace, log: EventLog) -> None:
         log.emit("ready")
         while True:
             log.emit("campaigning")
-            async with election.campaign() as term:
-                log.emit("elected", token=term.fencing_token)
-                # term.is_leader also checks the lease on the local clock, so right after a
-                # pause (SIGSTOP) the loop stops before the background task has set term.lost.
-                while term.is_leader:
-                    if await fenced_write(store, term, args.record, log, "write") is False:
-                        break  # refused: someone else was granted since
-                    await asyncio.sleep(args.write_interval)
-                log.emit("lost", token=term.fencing_token, lost_event=term.lost.is_set())
-                await fenced_write(store, term, args.record, log, "probe")
+            try:
+                async with election.campaign() as term:
+                    log.emit("elected", token=term.fencing_token)
+                    # term.is_leader also checks the lease on the local clock, so right after a
+                    # pause (SIGSTOP) the loop stops before the background task has set term.lost.
+                    while term.is_leader:
+                        t_check = time.monotonic()
+                        if await fenced_write(store, term, args.record, log, "write", t_check) is False:
+                            break  # refused: someone else was granted since
+                        await asyncio.sleep(args.write_interval)
+                    log.emit("lost", token=term.fencing_token, lost_event=term.lost.is_set())
+                    await fenced_write(store, term, args.record, log, "probe")
+            except BackendError as exc:  # resigning failed (partitioned): the lease frees itself
+                log.emit("resign_failed", err=repr(exc))
 
 
 def main() -> None:

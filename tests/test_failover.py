@@ -10,10 +10,16 @@ monotonic send/done times) to its own file. The test merges the logs and checks 
 - accepted writes that do not overlap in time carry non-decreasing tokens, and the record ends
   with the last leader's token.
 
+- leadership intervals never overlap: a term runs from its ``elected`` event to the last moment
+  its worker saw ``term.is_leader`` say yes (``t_check`` of its writes), all on CLOCK_MONOTONIC,
+  and no two terms of different workers intersect.
+
 With SIGKILL another candidate takes over. With SIGSTOP/SIGCONT (a process pause longer than the
 TTL) another takes over while the old leader sleeps; after SIGCONT the old leader must notice it
-lost, and its writes must be rejected. Every wait is bounded; child processes are killed in
-``finally``.
+lost, and its writes must be rejected. Through a fault proxy per worker, the leader's link gets
+delayed replies (half the TTL), then dropped replies to its writes (renewals land, their answers
+are lost), then a partition (requests vanish). Every wait is bounded; child processes are killed
+in ``finally``.
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from kvstore.dynamodb import DynamoDBBackend
+from kvstore.testing.faults import FaultProxy
 
 WORKER = Path(__file__).with_name("failover_worker.py")
 TIMINGS = {"--ttl": "2.0", "--renew": "0.5", "--watch": "0.5", "--retry": "0.2", "--write-interval": "0.05"}
@@ -80,15 +87,19 @@ class Worker:
 
 
 @contextmanager
-def candidates(endpoint: str, table: str, tmp: Path, n: int = 3) -> Iterator[list[Worker]]:
+def candidates(
+    endpoint: str | list[str], table: str, tmp: Path, n: int = 3, extra: Sequence[str] = ()
+) -> Iterator[list[Worker]]:
+    """``n`` worker processes; ``endpoint`` may name one per worker (a fault proxy each)."""
+    endpoints = [endpoint] * n if isinstance(endpoint, str) else endpoint
     workers: list[Worker] = []
     try:
         for i in range(n):
             ident = f"w{i}"
             log = tmp / f"{ident}.jsonl"
             stderr = (tmp / f"{ident}.stderr").open("wb")
-            cmd = [sys.executable, str(WORKER), "--endpoint", endpoint, "--table", table, "--id", ident,
-                   "--log", str(log), "--record", RECORD]
+            cmd = [sys.executable, str(WORKER), "--endpoint", endpoints[i], "--table", table, "--id", ident,
+                   "--log", str(log), "--record", RECORD, *extra]
             for k, v in TIMINGS.items():
                 cmd += [k, v]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr, stdin=subprocess.DEVNULL)
@@ -157,7 +168,26 @@ def check_history(workers: list[Worker]) -> dict[str, Any]:
         for b in by_done[i + 1:]:
             if a["t_done"] < b["t_send"]:
                 assert a["token"] <= b["token"], f"token went back: {a} then {b}"
-    return {"events": events, "grants": grants, "accepted": accepted, "writes": writes}
+    terms = intervals(events)
+    overlapping = overlaps(terms)
+    assert not overlapping, f"two leaders at once: {overlapping}"
+    return {"events": events, "grants": grants, "accepted": accepted, "writes": writes, "terms": terms}
+
+
+def intervals(events: list[dict[str, Any]]) -> list[tuple[str, int, float, float]]:
+    """Each term as (worker, token, elected at, last moment is_leader said yes)."""
+    out = []
+    for g in (e for e in events if e["event"] == "elected"):
+        checks = [e["t_check"] for e in events if e["event"] == "write" and e["id"] == g["id"]
+                  and e["token"] == g["token"] and e.get("t_check") is not None]
+        out.append((g["id"], g["token"], g["t"], max([g["t"], *checks])))
+    return out
+
+
+def overlaps(terms: list[tuple[str, int, float, float]]) -> list[tuple[Any, Any]]:
+    """Pairs of terms of different workers whose intervals intersect."""
+    return [(a, b) for i, a in enumerate(terms) for b in terms[i + 1:]
+            if a[0] != b[0] and min(a[3], b[3]) > max(a[2], b[2])]
 
 
 async def last_token(store: DynamoDBBackend) -> int:
@@ -226,3 +256,57 @@ async def test_sigstop_of_the_leader_fails_over_and_its_late_writes_are_rejected
     assert all(w["ok"] is not True for w in late), f"a write of the paused leader was accepted: {late}"
     assert final >= t2  # the new leader (or a later one) wrote last
     assert final != t1
+
+
+async def test_delayed_dropped_and_partitioned_leader_links(
+    dynamo: DynamoDBBackend, dynamodb_endpoint: str, table_name: str, tmp_path: Path
+) -> None:
+    """Each worker reaches DynamoDB through a proxy of its own, so faults hit the leader only."""
+    ttl = float(TIMINGS["--ttl"])
+    async with AsyncExitStack() as stack:
+        proxies = [await stack.enter_async_context(FaultProxy(dynamodb_endpoint)) for _ in range(3)]
+        extra = ["--read-timeout", "2", "--max-retries", "1"]
+        with candidates([p.endpoint for p in proxies], table_name, tmp_path, extra=extra) as workers:
+            proxy_of = {w.id: p for w, p in zip(workers, proxies, strict=True)}
+            leader, token = await eventually(
+                lambda: stable_leader(workers, writes=5), STARTUP_TIMEOUT, "a leader", workers
+            )
+            await eventually(lambda: all_ready(workers), STARTUP_TIMEOUT, "every candidate campaigning", workers)
+            await asyncio.sleep(0.5)
+
+            # 1. Delayed replies: every request of the leader lands at once, its answer 1 s (half
+            # the TTL) later. Paced renewals keep the lease; whoever leads, never two at once.
+            proxy_of[leader.id].stall(ttl / 2, after_forward=True, duration=3.0)
+            await asyncio.sleep(3.5)
+            leader, token = await eventually(
+                lambda: stable_leader(workers, writes=3), FAILOVER_TIMEOUT, "a leader after delays", workers
+            )
+
+            # 2. Dropped replies: the leader's UpdateItems (renewals, release) land and their answers
+            # are lost. It steps down on its own clock and its release frees the record.
+            proxy_of[leader.id].reset_connection(after_forward=True, operations={"UpdateItem"}, duration=ttl + 1)
+            leader, token = await eventually(
+                lambda: stable_leader(workers, writes=3, above=token), FAILOVER_TIMEOUT,
+                "a new grant after dropped replies", workers,
+            )
+            await asyncio.sleep(ttl + 1)  # the fault is over
+
+            # 3. Partition: the leader's requests vanish (held past its 2 s read timeout).
+            partitioned = leader
+            proxy_of[leader.id].stall(10.0, duration=3 * ttl)
+            rest = [w for w in workers if w is not partitioned]
+            _, token = await eventually(
+                lambda: stable_leader(rest, writes=3, above=token), FAILOVER_TIMEOUT,
+                "a new leader beside the partitioned one", workers,
+            )
+            await asyncio.sleep(3 * ttl)  # healed: the old leader must have stepped down meanwhile
+            await eventually(
+                lambda: stable_leader(workers, writes=3, above=token - 1), FAILOVER_TIMEOUT,
+                "a leader after the partition healed", workers,
+            )
+            final = await last_token(dynamo)
+
+    history = check_history(workers)
+    assert final == max(w["token"] for w in history["accepted"])
+    mine = [w for w in history["writes"] if w["id"] == partitioned.id and w["ok"] is True]
+    assert mine, "the partitioned worker led before the partition"

@@ -26,7 +26,7 @@ from kvstore.errors import BackendClosed, ConfigError, EngineUnavailable
 from kvstore.fencing import fenced_delete, fenced_put
 from kvstore.inmem import InmemBackend
 from kvstore.keys import lock_key
-from kvstore.lease import LeaseLock, LockTimings
+from kvstore.lease import LeaseLock, LockRecord, LockStore, LockTimings
 from kvstore.testing.faults import FaultProxy
 
 #: A live holder: renews four times per TTL. Steps down 0.8 s after its last renewal was sent.
@@ -126,8 +126,10 @@ async def test_stalled_holder_is_replaced_after_ttl_and_knows_it_first(ha_nodes:
     taken_at = time.monotonic()
 
     # The holder learned it lost before the contender was granted: no moment with two leaders.
+    # It released the record when it stepped down (TTL minus its 0.2 s margin), so the contender
+    # needed no whole TTL of silence; see test_silent_holder_is_replaced_only_after_a_whole_ttl.
     assert lost.is_set()
-    assert taken_at - granted_at >= 1.0 - 0.05, "takeover only after a whole TTL of silence"
+    assert taken_at - granted_at >= 0.8 - 0.05, "takeover only after the holder stepped down"
     assert taken_at - granted_at < LOST_WITHIN + 1.0
     assert isinstance(holder, LeaseLock) and not holder.held
     assert await contender.value() == (True, "baz")
@@ -147,10 +149,65 @@ async def test_stalled_holder_learns_it_lost_within_3s_without_a_contender(ha_no
     assert lost is not None
     seen = await wait_set(lost, LOST_WITHIN)
     assert seen - start < LOST_WITHIN
-    # Nobody took over, so the record is still in its name and the token is still current.
-    assert await holder.value() == (True, "bar")
-    await holder.unlock()
+    await holder.unlock()  # waits for the release the holder sent when it stepped down
     assert await holder.value() == (False, "")
+
+
+async def test_silent_holder_is_replaced_only_after_a_whole_ttl(ha_nodes: tuple[Any, Any]) -> None:
+    """A holder that goes silent (it can neither renew nor release: dead, or cut off) is taken
+    over only after its record version stayed unchanged for a whole TTL, and it knew first."""
+    a, b = ha_nodes
+    plain = a.lock_with("silent/leader", "bar", **FAST)
+    assert isinstance(plain, LeaseLock)
+    silent = _Silenceable(plain.store)
+    holder = LeaseLock(silent, "silent/leader", "bar", plain.timings)
+    lost = await holder.lock()
+    silent.silence()
+    silenced_at = time.monotonic()
+    contender = b.lock_with("silent/leader", "baz", **FAST)
+    assert await asyncio.wait_for(contender.lock(), 10) is not None
+    taken_at = time.monotonic()
+    assert lost.is_set(), "the silent holder stepped down before the takeover"
+    assert taken_at - silenced_at >= FAST["ttl"] - 0.05, "takeover only after a whole TTL of silence"
+    assert contender.fencing_token > holder.fencing_token
+    await contender.unlock()
+    silent.speak()
+    await holder.unlock()
+
+
+class _Silenceable(LockStore):
+    """A LockStore whose calls hang once silenced (until spoken again)."""
+
+    def __init__(self, inner: LockStore) -> None:
+        self._inner = inner
+        self._open = asyncio.Event()
+        self._open.set()
+
+    def silence(self) -> None:
+        self._open.clear()
+
+    def speak(self) -> None:
+        self._open.set()
+
+    async def read(self, key: str) -> LockRecord | None:
+        await self._open.wait()
+        return await self._inner.read(key)
+
+    async def acquire(
+        self, key: str, *, identity: str, value: str, ttl: float, expected_version: str | None
+    ) -> LockRecord:
+        await self._open.wait()
+        return await self._inner.acquire(
+            key, identity=identity, value=value, ttl=ttl, expected_version=expected_version
+        )
+
+    async def renew(self, key: str, *, identity: str) -> LockRecord | None:
+        await self._open.wait()
+        return await self._inner.renew(key, identity=identity)
+
+    async def release(self, key: str, *, identity: str) -> None:
+        await self._open.wait()
+        await self._inner.release(key, identity=identity)
 
 
 # -- Vault's testDynamoDBLockRenewal ------------------------------------------------------------

@@ -287,9 +287,8 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         await self._prune_after_delete(folder)
 
     async def _prune_after_delete(self, folder: str) -> None:
-        """Prune ``folder`` (``""``: the root, nothing to do) if the first probe finds it empty."""
-        if folder and not await self._pointers.holds_child(folder):
-            await self._pointers.prune(folder)
+        """Prune ``folder`` (``""``: the root, nothing to do) if it is empty now."""
+        await self._pointers.prune(folder)
 
     async def transaction(self, txns: Sequence[TxnEntry]) -> None:
         writes = coalesce(txns)
@@ -312,6 +311,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         watch_interval: float | None = None,
         retry_interval: float | None = None,
     ) -> Lock:
+        self._check_open()
         timings = self._config.lock_timings.override(ttl, renew_interval, watch_interval, retry_interval)
         return LeaseLock(self._locks, key, value, timings)
 
@@ -447,6 +447,11 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             if w.operation is Operation.PUT and conflict.current is not None and conflict.current.version == version:
                 await self._pointers.after_write([key], started=started, clean=False)
                 return {key: version}  # our own write, found by the SDK's retry
+            if w.operation is Operation.DELETE and conflict.current is None and _sdk_retried(cause):
+                # The key is gone and an earlier sending of this very delete may have landed: the
+                # state it asked for holds, so report success (a delete leaves no token to check).
+                await self._prune_after_delete(_folder(key))
+                return {}
             if w.operation is Operation.PUT and w.if_version is not ABSENT and conflict.current is None:
                 await self._prune_after_delete(_folder(key))
             raise conflict from exc
@@ -491,6 +496,12 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
                     message=f"fencing token {expected.token} of lock {expected.lock!r} is no longer current",
                 ) from exc
             raise await self._version_conflict(key, expected, reason.get("Item")) from exc
+
+
+def _sdk_retried(cause: BaseException | None) -> bool:
+    """Whether the SDK sent the request that failed more than once (so an earlier try may have landed)."""
+    response = getattr(cause, "response", None)
+    return isinstance(response, dict) and bool(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
 
 
 def _folder(key: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from kvstore.backend import Fence
 from kvstore.dynamodb.records import Item, item_key, new_version
 from kvstore.dynamodb.table import Table
-from kvstore.errors import ConditionFailed
+from kvstore.errors import BackendClosed, ConditionFailed
 from kvstore.keys import lock_key
 from kvstore.lease import LockRecord, LockStore
 
@@ -80,6 +80,14 @@ class DynamoDBLockStore(LockStore):
         using (and quietly reopening) a closed client."""
         self._table = table
         self._check_open = check_open
+
+    @property
+    def closed(self) -> bool:
+        try:
+            self._check_open()
+        except BackendClosed:
+            return True
+        return False
 
     async def read(self, key: str) -> LockRecord | None:
         self._check_open()

@@ -196,15 +196,20 @@ class FolderPointers:
     async def prune(self, folder: str) -> builtins.list[str]:
         """Remove the pointer of ``folder`` if it holds no child, then of each ancestor that empties.
 
+        A first probe answers the usual case (the folder keeps a child) in one Query; only a folder
+        found empty pays for the token read and the decisive second probe.
+
         A folder whose pointer is already gone is passed over (its parent may still point to it
         through nothing, after a failed put or a concurrent prune). Safe against concurrent puts
         (see the module docstring). Returns the folders whose
         pointers were removed, deepest first; a background re-check restores any that gains a
         child meanwhile.
         """
+        if not folder or await self.holds_child(folder):
+            return []  # the usual answer, for the price of one small Query
         pruned: builtins.list[str] = []
         try:
-            token = await self._token(folder) if folder else None
+            token = await self._token(folder)
             while folder:
                 parent = parent_folder(folder)
                 if token is None:  # already gone (another deleter, a failed put): look above
