@@ -1,7 +1,8 @@
 """The ``kvstore`` command: a kvstore table from the shell, DynamoDB Local in the foreground, a lock.
 
-Subcommands: ``put``, ``get``, ``delete``, ``list``, ``tree`` (data), ``lock`` (leader election),
-``local`` (run the engine), ``bench`` (hand over to the benchmark harness).
+Subcommands: ``put``, ``get``, ``delete``, ``list``, ``tree`` (data), ``fsck`` (check and repair the
+folder structure), ``lock`` (leader election), ``local`` (run the engine), ``bench`` (hand over to the
+benchmark harness).
 
 Where the data commands send their requests is decided once, by ``_resolve_target``, and spelled
 out in ``kvstore --help`` (see ``_WHERE``): an explicit endpoint, a throwaway local engine, or real
@@ -30,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from kvstore import Backend, EngineUnavailable, Entry, HABackend, KVStoreError, UsageError
@@ -38,9 +39,21 @@ from kvstore.dynamodb import DynamoDBBackend, DynamoDBConfig
 from kvstore.dynamodb.config import ENV_VARS
 from kvstore.election import Election
 from kvstore.engine import LocalEngine, engine_dir, install_engine
+from kvstore.fsck import FsckReport, Progress, fsck
 from kvstore.keys import validate_key, validate_prefix
 
-__all__ = ["LOCAL_CREDENTIALS", "TreeNode", "build_parser", "campaign", "draw_tree", "is_loopback", "main", "read_tree"]
+__all__ = [
+    "LOCAL_CREDENTIALS",
+    "TreeNode",
+    "build_parser",
+    "campaign",
+    "draw_tree",
+    "fsck_lines",
+    "is_loopback",
+    "main",
+    "progress_bar",
+    "read_tree",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +76,7 @@ DEFAULT_LOCAL_PORT = 8000
 LOCAL_CREDENTIALS: Mapping[str, str] = {"access_key": "local", "secret_key": "local"}
 
 _WHERE = """\
-where the data commands (put, get, delete, list, tree, lock) send requests, first match wins:
+where the data commands (put, get, delete, list, tree, fsck, lock) send requests, first match wins:
   1. --endpoint URL (or --config endpoint=URL)
   2. --local        a throwaway in-memory DynamoDB Local, started for this one command;
                     its data is gone when the command ends (useful for lock and trying things)
@@ -85,7 +98,32 @@ examples:
   kvstore put apps/web/logo --file logo.png
   kvstore get apps/web/config
   kvstore tree apps
+  kvstore fsck apps/ --repair                     # find and fix unlisted keys, empty folders
   kvstore lock apps/web/leader --value node-1     # Ctrl-C resigns
+"""
+
+
+_FSCK_HELP = """\
+Check that every key below folder PREFIX (default: the root) is reachable by
+'list' and that no listed folder is empty. A process killed mid-write, an older
+version or another writer of the table can break either.
+
+Prints a summary line, then one line per finding:
+  invisible KEY    'get' reads the key but 'list' never shows it
+                   (a folder pointer above it is missing)
+  empty FOLDER/    the folder is listed but holds nothing
+  stray KEY        data named like a lock record (last segment starting with
+                   '_') without lock attributes, written by an older version;
+                   list never shows it and fsck never changes it (inspect and
+                   remove it with DynamoDB tools)
+
+--repair rewrites the missing folder pointers and prunes the empty folders
+(safe while other clients write), then checks again; what it fixed is marked
+'(repaired)'. The check reads the table with a Scan (a prefix filters the whole
+table), with a progress bar on a terminal. Neither mode creates a table.
+
+exit status: 0 nothing wrong, or everything repaired; 1 problems found without
+--repair or left after it (stray names always are), or the check failed
 """
 
 
@@ -218,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="descend at most N levels (default: all)")
     _add_global_options(p, after_command=True)
     p.set_defaults(handler=_cmd_tree)
+
+    p = command("fsck", "check the folder structure below a prefix; --repair fixes it", _FSCK_HELP,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="a folder such as apps/ (default: root)")
+    p.add_argument("--repair", action="store_true", help="rewrite missing folder pointers and prune empty folders")
+    _add_global_options(p, after_command=True)
+    p.set_defaults(handler=_cmd_fsck)
 
     p = command("lock", "campaign for a lock (leader election) until interrupted",
                 "Campaign for lock NAME, advertising VALUE while held. Prints a 'leader:' line with the fencing "
@@ -520,6 +565,98 @@ def _cmd_tree(args: argparse.Namespace) -> int:
             _say(line)
         return 0
 
+    return _with_backend(args, work, read_only=True)
+
+
+# -- fsck -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def progress_bar(stream: TextIO, desc: str = "fsck: scanning") -> Iterator[Progress | None]:
+    """A progress callback drawing a tqdm bar on ``stream`` while the block runs, if ``stream`` is a
+    terminal and tqdm is installed (it comes with the ``dev`` extra); else ``None``: no bar in
+    pipes and logs, where it would only be noise."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        tty = False
+    if not tty:
+        yield None
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield None
+        return
+    bar = tqdm(desc=desc, unit=" items", file=stream, leave=False, dynamic_ncols=True)
+
+    def update(done: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _kinds(report: FsckReport) -> str:
+    parts = [
+        _plural(len(report.invisible), "invisible key"),
+        _plural(len(report.empty_folders), "empty folder"),
+        _plural(len(report.stray_lock_names), "stray lock name"),
+    ]
+    return ", ".join(p for p in parts if not p.startswith("0 "))
+
+
+def fsck_lines(prefix: str, report: FsckReport) -> list[str]:
+    """What ``kvstore fsck`` prints: a summary line, then one line per finding (``KIND NAME``,
+    suffixed ``(repaired)`` for what a repair fixed), kinds in the order of the help text."""
+    label = "." if prefix == "" else (prefix if prefix.endswith("/") else prefix + "/")
+    head = f"fsck {label}: {_plural(report.scanned, 'item')} checked"
+    before = report.before
+    if before is None:
+        summary = "clean" if report.clean else f"{_plural(report.problems, 'problem')}: {_kinds(report)}"
+    else:
+        fixed = before.problems - sum(
+            1
+            for found, now in ((before.invisible, report.invisible), (before.empty_folders, report.empty_folders),
+                               (before.stray_lock_names, report.stray_lock_names))
+            for name in found if name in now
+        )
+        summary = f"repaired {fixed} of {_plural(before.problems, 'problem')}; "
+        summary += "clean" if report.clean else f"{report.problems} left: {_kinds(report)}"
+    lines = [f"{head}, {summary}"]
+    for kind, found, now in (
+        ("invisible", before.invisible if before else (), report.invisible),
+        ("empty", before.empty_folders if before else (), report.empty_folders),
+        ("stray", before.stray_lock_names if before else (), report.stray_lock_names),
+    ):
+        remaining = set(now)
+        lines += [f"{kind} {name}" + ("" if name in remaining else " (repaired)") for name in found]
+        seen = set(found)
+        lines += [f"{kind} {name}" for name in now if name not in seen]
+    return lines
+
+
+def _cmd_fsck(args: argparse.Namespace) -> int:
+    prefix = validate_prefix(args.prefix)
+    repair: bool = args.repair
+
+    async def work(backend: DynamoDBBackend) -> int:
+        with progress_bar(sys.stderr) as progress:
+            report = await fsck(backend, prefix, repair=repair, progress=progress)
+        lines = fsck_lines(prefix, report)
+        if repair and report.before is None and not report.clean:
+            lines[0] += "; nothing --repair can fix"  # only stray lock names, which it never changes
+        for line in lines:
+            _say(line)
+        return 0 if report.clean else EXIT_FAILURE
+
+    # Read-only even with --repair: repairing a table that does not exist would create an empty one.
     return _with_backend(args, work, read_only=True)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.cli import TreeNode, draw_tree, main
+from kvstore.cli import TreeNode, draw_tree, main, progress_bar
 from kvstore.dynamodb import DynamoDBBackend
 from kvstore.engine import free_port
 
@@ -442,3 +442,92 @@ def test_read_commands_never_create_a_table(
     assert not asyncio.run(exists()), "the read command created the table"
     assert run(capsysbinary, "put", "k", "v", *where)[0] == 0  # writes do create it
     assert run(capsysbinary, "list", "", *where) == (0, b"k\n", "")
+
+
+# -- fsck --------------------------------------------------------------------------------------
+
+
+def _raw_write(conf: dict[str, str], *items: dict[str, object]) -> None:
+    """Write items straight to the table, as a crash or an older version leaves them."""
+
+    async def go() -> None:
+        async with await DynamoDBBackend.create(conf) as backend:
+            for item in items:
+                await backend.table.call("put_item", Item=item)
+
+    asyncio.run(go())
+
+
+def test_fsck_reports_then_repairs(
+    capsysbinary: pytest.CaptureFixture[bytes], where: list[str], dynamodb_conf: dict[str, str]
+) -> None:
+    _put_tree(capsysbinary, where)
+    assert run(capsysbinary, "fsck", *where) == (0, b"fsck .: 10 items checked, clean\n", "")
+    _raw_write(
+        dynamodb_conf,
+        {"Path": {"S": "lost/found"}, "Key": {"S": "k"}, "Value": {"B": b"v"}},  # no pointers
+        {"Path": {"S": "apps"}, "Key": {"S": "void/"}},                          # an empty folder
+    )
+    code, out, err = run(capsysbinary, "fsck", *where)
+    assert (code, err) == (1, "")  # no progress bar: stderr is not a terminal
+    assert out.decode().splitlines() == [
+        "fsck .: 12 items checked, 2 problems: 1 invisible key, 1 empty folder",
+        "invisible lost/found/k",
+        "empty apps/void/",
+    ]
+    code, out, _ = run(capsysbinary, "fsck", "apps", *where)  # a prefix sees only its subtree
+    assert (code, out.decode().splitlines()[0]) == (1, "fsck apps/: 7 items checked, 1 problem: 1 empty folder")
+
+    code, out, _ = run(capsysbinary, "fsck", "--repair", *where)
+    assert code == 0
+    assert out.decode().splitlines() == [
+        "fsck .: 13 items checked, repaired 2 of 2 problems; clean",
+        "invisible lost/found/k (repaired)",
+        "empty apps/void/ (repaired)",
+    ]
+    assert run(capsysbinary, "list", "lost/", *where) == (0, b"found/\n", "")
+    assert run(capsysbinary, "fsck", *where)[:2] == (0, b"fsck .: 13 items checked, clean\n")
+
+
+def test_fsck_exit_status_when_problems_remain(
+    capsysbinary: pytest.CaptureFixture[bytes], where: list[str], dynamodb_conf: dict[str, str]
+) -> None:
+    assert run(capsysbinary, "put", "s/k", "v", *where)[0] == 0
+    _raw_write(dynamodb_conf, {"Path": {"S": "s"}, "Key": {"S": "_old"}, "Value": {"B": b"v"}})
+    code, out, _ = run(capsysbinary, "fsck", "--repair", *where)
+    # A stray lock name is never changed, so it remains (and says so), and the exit status is 1.
+    assert code == 1
+    assert out.decode().splitlines() == [
+        "fsck .: 3 items checked, 1 problem: 1 stray lock name; nothing --repair can fix",
+        "stray s/_old",
+    ]
+
+
+def test_fsck_never_creates_a_table(capsysbinary: pytest.CaptureFixture[bytes], where: list[str]) -> None:
+    code, out, err = run(capsysbinary, "fsck", "--repair", *where)
+    assert (code, out) == (1, b"")
+    assert_one_error_line(err)
+    assert "does not exist" in err
+
+
+def test_fsck_help_documents_exit_status(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    code, out, _ = run(capsysbinary, "fsck", "--help")
+    text = out.decode()
+    assert code == 0
+    assert "exit status: 0 nothing wrong" in text and "--repair" in text and "stray KEY" in text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_fsck_progress_bar_only_on_a_terminal() -> None:
+    with progress_bar(io.StringIO()) as progress:
+        assert progress is None  # a pipe or a log gets no bar
+    term = _Terminal()
+    with progress_bar(term) as progress:
+        assert progress is not None
+        progress(10)
+        progress(250)
+    assert "fsck: scanning" in term.getvalue() and "items" in term.getvalue()

@@ -193,3 +193,40 @@ async def test_delete_prunes_pointers_written_without_tokens(dynamo: DynamoDBBac
     assert await dynamo.list("v/") == ["w/"]
     await dynamo.delete("v/w/k")
     assert await dynamo.list("") == []
+
+
+def _deep_writer(conf: dict[str, str], seed: int) -> None:
+    """Put and delete normal and very deep (> 25 levels: two batches) keys until killed."""
+
+    async def main() -> None:
+        rng = random.Random(seed)
+        async with await DynamoDBBackend.create(conf) as b:
+            while True:
+                depth = rng.choice([3, 5, 30])
+                key = "/".join(f"k{seed}{rng.randrange(2)}" for _ in range(depth))
+                await (b.put(Entry(key, b"v")) if rng.random() < 0.6 else b.delete(key))
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("round_", range(4))
+async def test_sigkill_mid_write_then_fsck_repair(dynamodb_conf: dict[str, str], round_: int) -> None:
+    from kvstore.fsck import fsck
+
+    async with await DynamoDBBackend.create(dynamodb_conf):
+        pass  # the table exists before the writers start
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_deep_writer, args=(dynamodb_conf, 10 * round_ + i)) for i in range(2)]
+    for p in procs:
+        p.start()
+    await asyncio.sleep(random.Random(round_).uniform(3.0, 4.5))  # spawn and imports take ~2 s
+    for p in procs:
+        p.kill()  # SIGKILL: whatever write was in flight stops half-way
+    await asyncio.to_thread(lambda: [p.join(10) for p in procs])
+    async with await DynamoDBBackend.create(dynamodb_conf) as b:
+        await fsck(b, "", repair=True)
+        after = await fsck(b, "")
+        assert after.clean, after
+        reachable, empty = await walk(b)
+        assert empty == []
+        assert [k for k in sorted(reachable) if await b.get(k) is None] == []

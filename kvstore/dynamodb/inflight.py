@@ -18,6 +18,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from kvstore.errors import TableNotFound
+
 __all__ = ["InFlight"]
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class InFlight:
                 await coro
             except asyncio.CancelledError:
                 raise
+            except TableNotFound:
+                log.debug("%s: the table is gone, nothing left to repair", what)
             except Exception as exc:
                 log.warning("%s failed: %r (run `kvstore fsck --repair` if this persists)", what, exc)
 
