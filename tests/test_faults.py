@@ -199,13 +199,16 @@ async def test_never_ending_partial_batches_raise_write_incomplete(dynamodb_conf
         assert info.value.code == "UnprocessedItems"
         assert two.fired == 2
         assert stuck.fired >= 1
-        # The items that landed stay (BatchWriteItem is not atomic); they leave empty folders,
-        # which is what the design allows. The record is not among them and nothing is hidden.
-        assert await table_items(clean) == {(" ", "w/"), ("w", "x/")}
+        # The items that landed were pointers (they go first), never the record; the failed put's
+        # cleanup then prunes the folders it left empty (its probes and conditional deletes are
+        # not batch writes, so the stuck batches do not hold them up).
+        for _ in range(100):
+            if await table_items(clean) == set():
+                break
+            await asyncio.sleep(0.05)
+        assert await table_items(clean) == set()
         assert await clean.get(key) is None
-        assert await clean.list("w/") == ["x/"]
-        assert await clean.list("w/x/") == []
-        await assert_reachable(clean, [key])
+        assert await clean.list("") == []
         proxy.clear()
 
         await faulty.put(Entry(key, b"v"))  # retrying the failed put repairs everything

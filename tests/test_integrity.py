@@ -163,14 +163,13 @@ async def test_cancelled_writes_leave_the_invariant_intact(dynamodb_conf: dict[s
         assert await violations(again, written) == []
 
 
-async def test_put_whose_pointers_stay_unprocessed_gets_them_later(dynamodb_conf: dict[str, str]) -> None:
-    # The record goes first in the batch and lands; its pointers come back unprocessed until the
-    # write deadline passes (a throttled partition). The put fails, its cleanup gives the landed
-    # record its pointers once the engine recovers.
+async def test_put_that_fails_part_way_cleans_up_after_itself(dynamodb_conf: dict[str, str]) -> None:
+    # Its pointers (first in the batch) land, its record comes back unprocessed until the write
+    # deadline passes. The put fails; its cleanup prunes the folders it left empty.
     async with proxied(dynamodb_conf, write_deadline="0.3") as (proxy, b):
         for n in range(5):
-            first = proxy.partial_batch(keep=1, times=1)  # the record, first in the batch, lands
-            storm = proxy.partial_batch(keep=0, duration=0.6)  # its pointers keep coming back
+            first = proxy.partial_batch(keep=2, times=1)  # both pointers land
+            storm = proxy.partial_batch(keep=0, duration=0.6)  # the record keeps coming back
             with pytest.raises(WriteIncomplete):
                 await b.put(Entry(f"w{n}/a/k", b"1"))
             assert first.fired == 1
@@ -178,7 +177,7 @@ async def test_put_whose_pointers_stay_unprocessed_gets_them_later(dynamodb_conf
             await asyncio.sleep(0.7)
     async with await DynamoDBBackend.create(dynamodb_conf) as again:
         assert await violations(again, [f"w{n}/a/k" for n in range(5)]) == []
-        assert await again.list("") == [f"w{n}/" for n in range(5)]
+        assert await again.list("") == []
 
 
 async def test_delete_prunes_pointers_written_without_tokens(dynamo: DynamoDBBackend) -> None:

@@ -203,9 +203,12 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         pointers = self._pointers.requests_for([key], version)
         started = time.monotonic()
         try:
+            # Pointers before the record, in one batch or (past 25 items) in two: if only part of
+            # it lands before a crash, the first resubmitted items are pointers, so a crash leaves
+            # at worst an empty folder, never a hidden key.
             if len(pointers) < BATCH_LIMIT:
-                clean = await self._writer.write([record, *pointers])
-            else:  # pointers first: a crash leaves at worst an empty folder, never a hidden key
+                clean = await self._writer.write([*pointers, record])
+            else:
                 await self._writer.write(pointers, [record])
                 clean = False  # the record landed a round trip after its pointers
         except Exception:
