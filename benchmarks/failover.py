@@ -1,4 +1,4 @@
-"""Benchmark: leader failover after SIGKILL, kvstore's lease lock against a Vault-style expiry lock.
+"""Benchmark: leader failover after SIGKILL and other faults, kvstore's lease lock (and a Vault-style lock).
 
 Each *cluster* is three OS processes (``python -m benchmarks.failover --worker``) campaigning for one
 lock on DynamoDB. A worker reports ``elected`` and ``lost`` events with CLOCK_MONOTONIC timestamps
@@ -27,13 +27,37 @@ runs ``TTL`` seconds ahead (the process's ``time.time`` is shifted; nothing else
 killed. The Vault-style contender sees the live leader's ``Expires`` in its past and takes over
 while the leader still believes it leads; kvstore's lock never compares wall clocks.
 
-**Overlaps** count pairs of leadership intervals of different workers that intersect. A worker's
-interval runs from its ``elected`` event to its ``lost`` event (or to its SIGKILL, or to the end
-of the run). kvstore must show 0 everywhere.
+**Fault scenarios** (``--scenarios``, a comma list; all of them by default) measure kvstore's
+failover time, from the fault to the next ``elected`` event on CLOCK_MONOTONIC, per kind of fault,
+each repeated ``--rounds`` times on a three-candidate cluster with TTL ``--ttl``:
+
+``kill``       SIGKILL of the leader (the Vault-style lock runs beside it, as above).
+``stop``       SIGSTOP of the leader until a new leader is elected (longer than the TTL), then SIGCONT.
+``partition``  every request of the leader vanishes (held 10 s by its fault proxy, past its read
+               timeout of one TTL) for 3 TTLs, or until the next election.
+``drop``       the leader's UpdateItems (renewals, release) land and their replies are lost, for
+               TTL + 1 s.
+``delay``      every reply to the leader comes 1 s late, for 3 s. Paced renewals may keep the lease,
+               so a round may see no failover at all (counted as ``no_failover``).
+``skew``       the clock-skew run described above (no failover time).
+``kill-ttl15`` the SIGKILL comparison at Vault's default TTL of 15 s (not in the default set).
+
+In the proxied scenarios each candidate process reaches DynamoDB through a
+:class:`kvstore.testing.faults.FaultProxy` of its own (as in tests/test_failover.py), so the fault
+hits the leader only; those workers use a read timeout of one TTL and one SDK retry.
+
+**Overlaps** count pairs of leadership intervals of different workers that intersect. For kvstore
+a term runs from its ``elected`` event to the last moment ``term.is_leader`` said yes (the worker
+checks it every 0.1 s and reports each yes as a ``held`` event, timed before the check), as in
+tests/failover_worker.py: a paused or partitioned leader has stopped believing it leads even if it
+reports ``lost`` only later. For the Vault-style lock (which cannot judge its lease locally) a term
+runs from ``elected`` to ``lost`` (or to its SIGKILL, or to the end of the run). kvstore must show
+0 everywhere.
 
 Run (starts DynamoDB Local unless ``--endpoint`` or ``AWS_DYNAMODB_ENDPOINT`` names one)::
 
-    .venv/bin/python -m benchmarks.failover [--quick] [--json PATH] [--plot PATH]
+    .venv/bin/python -m benchmarks.failover [--scenarios kill,stop,partition,drop,delay,skew]
+        [--ttl 2] [--rounds 3] [--quick] [--json PATH] [--plot PATH]
 
 Writes ``benchmarks/results/failover.json`` and ``benchmarks/results/failover.png``.
 """
@@ -60,6 +84,7 @@ from kvstore.dynamodb import DynamoDBBackend
 from kvstore.engine import ENGINE_PACKAGE, endpoint_or_local
 from kvstore.errors import BackendError, ConditionFailed
 from kvstore.keys import lock_key
+from kvstore.testing.faults import Fault, FaultProxy
 
 __all__ = ["main"]
 
@@ -69,6 +94,13 @@ LOCK_NAME = "bench/leader"
 IMPLS = ("kvstore", "vault")
 RETRY_INTERVAL = 1.0  # Vault's DynamoDBLockRetryInterval, and kvstore's default
 VAULT_WATCH_RETRY_MAX = 5  # Vault's DynamoDBWatchRetryMax
+FAULTS = ("kill", "stop", "partition", "drop", "delay")
+PROXIED = frozenset({"partition", "drop", "delay"})
+SCENARIOS = (*FAULTS, "skew", "kill-ttl15")
+DEFAULT_SCENARIOS = (*FAULTS, "skew")
+DELAY_S = 1.0  # the "delay" scenario: every reply to the leader this late ...
+DELAY_FOR_S = 3.0  # ... for this long
+HELD_CHECK_S = 0.1  # a kvstore leader asks term.is_leader this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +228,10 @@ async def _worker(args: argparse.Namespace) -> None:
         "endpoint": args.endpoint, "table": args.table, "region": "us-east-1", "access_key": "local",
         "secret_key": "local", "billing_mode": "PAY_PER_REQUEST", "ha_enabled": "true",
     }
+    if args.read_timeout is not None:
+        conf["read_timeout"] = str(args.read_timeout)
+    if args.max_retries is not None:
+        conf["dynamodb_max_retries"] = str(args.max_retries)
     t = Timings(args.ttl, args.renew, args.watch, args.retry)
     async with await DynamoDBBackend.create(conf, environ={}) as store:
         _emit("ready", args.id)
@@ -203,10 +239,21 @@ async def _worker(args: argparse.Namespace) -> None:
             election = Election(store, LOCK_NAME, args.id, ttl=t.ttl, renew_interval=t.renew,
                                 watch_interval=t.watch, retry_interval=t.retry)
             while True:
-                async with election.campaign() as term:
-                    _emit("elected", args.id, token=term.fencing_token)
-                    await term.lost.wait()
-                    _emit("lost", args.id, token=term.fencing_token)
+                try:
+                    async with election.campaign() as term:
+                        _emit("elected", args.id, token=term.fencing_token)
+                        # term.is_leader judges the lease on the local clock at once, so right after
+                        # a pause it says no before the background task has set term.lost.
+                        while True:
+                            t_check = time.monotonic()  # before the check: errs on the safe side
+                            if not term.is_leader:
+                                break
+                            _emit("held", args.id, token=term.fencing_token, t_check=t_check)
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(term.lost.wait(), HELD_CHECK_S)
+                        _emit("lost", args.id, token=term.fencing_token)
+                except BackendError as exc:  # resigning failed (partitioned): the lease frees itself
+                    _emit("resign_failed", args.id, err=repr(exc))
         else:
             while True:
                 lock = VaultStyleLock(store, LOCK_NAME, args.id, t)
@@ -238,15 +285,17 @@ class Proc:
     events: list[dict[str, Any]] = field(default_factory=list)
     killed_at: float | None = None
     reader: asyncio.Task[None] | None = None
+    proxy: FaultProxy | None = None  # its own link to DynamoDB (proxied scenarios)
 
 
 class Cluster:
     """Candidate processes of one implementation on one table, and everything they reported."""
 
-    def __init__(self, impl: str, timings: Timings, endpoint: str) -> None:
+    def __init__(self, impl: str, timings: Timings, endpoint: str, *, proxied: bool = False) -> None:
         self.impl = impl
         self.t = timings
         self.endpoint = endpoint
+        self.proxied = proxied
         self.table = f"bench-failover-{impl}-{uuid.uuid4().hex[:8]}"
         self.procs: dict[str, Proc] = {}
         self._changed = asyncio.Condition()
@@ -261,13 +310,19 @@ class Cluster:
     async def spawn(self, *, skew: float = 0.0) -> Proc:
         ident = f"{self.impl}-{self._n}"
         self._n += 1
+        proxy: FaultProxy | None = None
+        endpoint, extra = self.endpoint, []
+        if self.proxied:  # a proxy per candidate, so a fault hits one process only
+            proxy = await FaultProxy(self.endpoint).start()
+            endpoint = proxy.endpoint
+            extra = ["--read-timeout", str(self.t.ttl), "--max-retries", "1"]
         cmd = [sys.executable, "-m", "benchmarks.failover", "--worker", "--impl", self.impl, "--id", ident,
-               "--endpoint", self.endpoint, "--table", self.table, "--skew", str(skew), *self.t.argv()]
+               "--endpoint", endpoint, "--table", self.table, "--skew", str(skew), *self.t.argv(), *extra]
         process = await asyncio.create_subprocess_exec(
             *cmd, cwd=REPO, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
-        proc = Proc(ident, process)
+        proc = Proc(ident, process, proxy=proxy)
         proc.reader = asyncio.create_task(self._read(proc))
         self.procs[ident] = proc
         return proc
@@ -293,13 +348,25 @@ class Cluster:
         except TimeoutError:
             raise RuntimeError(f"{self.impl}: timed out after {within:.0f}s waiting for {what}") from None
 
+    async def wait_or_none(self, predicate: Any, within: float) -> Any:
+        """As :meth:`wait`, but None after ``within`` seconds."""
+        try:
+            return await self.wait(predicate, within, "")
+        except RuntimeError:
+            return None
+
     def leader(self) -> Proc | None:
+        """The live worker that leads by its own account (the latest grant, if two say so)."""
+        found: list[tuple[float, Proc]] = []
         for proc in self.procs.values():
             if proc.killed_at is None and proc.events:
                 last = [e for e in proc.events if e["event"] in ("elected", "lost")]
                 if last and last[-1]["event"] == "elected":
-                    return proc
-        return None
+                    found.append((last[-1]["t"], proc))
+        return max(found, key=lambda f: f[0])[1] if found else None
+
+    def lost_after(self, proc: Proc, t: float) -> bool:
+        return any(e["event"] == "lost" and e["t"] > t for e in proc.events)
 
     def elected_after(self, t: float) -> dict[str, Any] | None:
         found = [e for p in self.procs.values() for e in p.events if e["event"] == "elected" and e["t"] > t]
@@ -318,26 +385,41 @@ class Cluster:
     async def close(self) -> None:
         for proc in self.procs.values():
             if proc.process.returncode is None:
-                proc.process.send_signal(signal.SIGKILL)
+                proc.process.send_signal(signal.SIGKILL)  # kills a stopped process too
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 await proc.process.wait()
             if proc.reader is not None:
                 await asyncio.gather(proc.reader, return_exceptions=True)
+            if proc.proxy is not None:
+                await proc.proxy.stop()
 
     def intervals(self, end: float) -> list[tuple[str, float, float]]:
-        """Every leadership interval as (worker, start, end)."""
+        """Every leadership interval as (worker, start, end).
+
+        kvstore: ``elected`` to the last ``held`` check of the term (the last moment the worker's
+        ``term.is_leader`` said yes). Vault-style: ``elected`` to ``lost``, its SIGKILL or ``end``.
+        """
+        held_mode = self.impl == "kvstore"
         out = []
         for proc in self.procs.values():
             start: float | None = None
+            last_yes = 0.0
             for e in proc.events:
                 if e["event"] == "elected":
-                    start = e["t"]
+                    if start is not None and held_mode:  # a term cut off without its "lost"
+                        out.append((proc.ident, start, last_yes))
+                    start = last_yes = e["t"]
+                elif e["event"] == "held" and start is not None:
+                    last_yes = max(last_yes, e["t_check"])
                 elif e["event"] == "lost" and start is not None:
-                    out.append((proc.ident, start, e["t"]))
+                    out.append((proc.ident, start, last_yes if held_mode else e["t"]))
                     start = None
             if start is not None:
-                out.append((proc.ident, start, proc.killed_at if proc.killed_at is not None else end))
+                if held_mode:
+                    out.append((proc.ident, start, last_yes))
+                else:
+                    out.append((proc.ident, start, proc.killed_at if proc.killed_at is not None else end))
         return out
 
 
@@ -366,11 +448,51 @@ def _summary(samples: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-async def failover_runs(impl: str, timings: Timings, reps: int, endpoint: str) -> dict[str, Any]:
-    """``reps`` SIGKILLs of the leader of a three-process cluster; the failover time of each."""
-    cluster = Cluster(impl, timings, endpoint)
+async def _inject(cluster: Cluster, scenario: str, leader: Proc) -> tuple[float, float, Fault | None]:
+    """Start ``scenario``'s fault on ``leader``: (fault time, how long to wait for a new leader, fault)."""
+    t = cluster.t
+    long_wait = 3 * t.ttl + 30  # only bounds the wait; a failover must happen
+    if scenario == "kill":
+        return await cluster.kill(leader), long_wait, None
+    if scenario == "stop":
+        at = time.monotonic()
+        leader.process.send_signal(signal.SIGSTOP)
+        return at, long_wait, None
+    assert leader.proxy is not None
+    at = time.monotonic()
+    if scenario == "partition":  # requests vanish: held past the read timeout (one TTL)
+        fault = leader.proxy.stall(min(10.0, 5 * t.ttl), duration=3 * t.ttl)
+        return at, long_wait, fault
+    if scenario == "drop":  # UpdateItems land, their replies are lost
+        fault = leader.proxy.reset_connection(after_forward=True, operations={"UpdateItem"}, duration=t.ttl + 1)
+        return at, long_wait, fault
+    if scenario == "delay":  # may keep the lease: wait the fault out plus a TTL and a retry
+        fault = leader.proxy.stall(DELAY_S, after_forward=True, duration=DELAY_FOR_S)
+        return at, DELAY_FOR_S + t.ttl + t.retry + 1.0, fault
+    raise ValueError(f"unknown fault scenario {scenario!r}")
+
+
+async def _recover(cluster: Cluster, scenario: str, leader: Proc, fault: Fault | None, fault_at: float) -> None:
+    """Undo ``scenario``'s fault after the measurement, so the next round starts with three candidates."""
+    if scenario == "kill":
+        await cluster.spawn()  # after the measurement: no CPU burst in it
+        return
+    if scenario == "stop":
+        leader.process.send_signal(signal.SIGCONT)
+    if fault is not None:
+        fault.cancel()  # healed (a request held already ends at the client's read timeout)
+    # The old leader notices (at once for kvstore; the Vault-style watcher may take a while).
+    await cluster.wait_or_none(lambda: cluster.lost_after(leader, fault_at) or leader.process.returncode is not None,
+                               2 * cluster.t.ttl + 5)
+
+
+async def failover_runs(impl: str, timings: Timings, reps: int, endpoint: str,
+                        scenario: str = "kill") -> dict[str, Any]:
+    """``reps`` faults (``scenario``) of the leader of a three-process cluster; the failover time of each."""
+    cluster = Cluster(impl, timings, endpoint, proxied=scenario in PROXIED)
     await cluster.create_table()
     samples: list[float] = []
+    no_failover = 0
     settle = timings.renew + timings.retry + 0.5  # followers have seen the live leader's record
     started = time.monotonic()
     try:
@@ -381,25 +503,36 @@ async def failover_runs(impl: str, timings: Timings, reps: int, endpoint: str) -
             await cluster.wait(cluster.all_ready, 60, "every candidate ready")
             await asyncio.sleep(settle)
             leader = cluster.leader() or leader
-            killed_at = await cluster.kill(leader)
-            elected = await cluster.wait(lambda t=killed_at: cluster.elected_after(t), 3 * timings.ttl + 30,
-                                         "a new leader")
-            samples.append(elected["t"] - killed_at)
-            await cluster.spawn()  # back to three candidates (after the measurement: no CPU burst in it)
+            fault_at, within, fault = await _inject(cluster, scenario, leader)
+            elected = await cluster.wait_or_none(lambda t=fault_at: cluster.elected_after(t), within)
+            if elected is not None:
+                samples.append(elected["t"] - fault_at)
+            elif scenario == "delay":
+                no_failover += 1  # the lease survived the slow replies
+            else:
+                await _recover(cluster, scenario, leader, fault, fault_at)
+                raise RuntimeError(f"{impl}/{scenario}: no new leader within {within:.0f}s")
+            await _recover(cluster, scenario, leader, fault, fault_at)
         end = time.monotonic()
         n_overlaps, overlap_s = overlaps(cluster.intervals(end))
     finally:
         await cluster.close()
     bound = timings.ttl + timings.retry
+    summary = _summary(samples)
     return {
+        "scenario": scenario,
         "impl": impl,
         "ttl_s": timings.ttl,
         "renew_interval_s": round(timings.renew, 3),
         "watch_interval_s": round(timings.watch, 3),
         "retry_interval_s": timings.retry,
         "reps": reps,
+        "failovers": len(samples),
+        "no_failover": no_failover,
         "samples_s": [round(s, 3) for s in samples],
-        **_summary(samples),
+        **summary,
+        **{f"{k.removesuffix('_s')}_over_ttl": (None if v is None else round(v / timings.ttl, 2))
+           for k, v in summary.items() if k in ("median_s", "p95_s", "max_s")},
         "bound_s": bound,
         "within_bound": sum(1 for s in samples if s <= bound),
         "overlaps": n_overlaps,
@@ -438,26 +571,68 @@ async def skew_run(impl: str, timings: Timings, skew: float, duration: float, en
     }
 
 
-async def run(endpoint: str, *, quick: bool) -> dict[str, Any]:
-    plan = [(2.0, 3 if quick else 8), (15.0, 1 if quick else 2)]
-    failover: list[dict[str, Any]] = []
-    for ttl, reps in plan:
-        t = Timings.for_ttl(ttl)
-        print(f"failover: TTL {ttl:g}s, {reps} kill(s) per implementation ...", file=sys.stderr, flush=True)
-        # Both implementations at once: same engine, same moment, half the wall time.
-        results = await asyncio.gather(*(failover_runs(impl, t, reps, endpoint) for impl in IMPLS))
-        failover.extend(results)
+async def run(endpoint: str, *, scenarios: Sequence[str], ttl: float, rounds: int) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+
+    def quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # FaultProxy.stop() cancels a connection it still holds (a stall); asyncio logs that as an error.
+        if not isinstance(context.get("exception"), asyncio.CancelledError):
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(quiet)
+    failover: list[dict[str, Any]] = []  # the SIGKILL comparison, kvstore against Vault-style
+    faults: list[dict[str, Any]] = []  # every failover scenario (kvstore, and Vault-style for kills)
+    skew: list[dict[str, Any]] = []
+    t = Timings.for_ttl(ttl)
+    for scenario in scenarios:
+        if scenario in ("kill", "kill-ttl15"):
+            kt = t if scenario == "kill" else Timings.for_ttl(15.0)
+            reps = rounds if scenario == "kill" else max(1, rounds // 3)
+            print(f"kill: TTL {kt.ttl:g}s, {reps} SIGKILL(s) per implementation ...", file=sys.stderr, flush=True)
+            # Both implementations at once: same engine, same moment, half the wall time.
+            results = list(await asyncio.gather(*(failover_runs(impl, kt, reps, endpoint) for impl in IMPLS)))
+            failover.extend(results)
+            faults.extend(results)
+        elif scenario == "skew":
+            duration = max(5.0, 2.5 * ttl)
+            print(f"skew: TTL {ttl:g}s, one contender's clock +{ttl:g}s, {duration:g}s ...", file=sys.stderr,
+                  flush=True)
+            skew = list(await asyncio.gather(*(skew_run(impl, t, ttl, duration, endpoint) for impl in IMPLS)))
+            for r in skew:
+                print(f"  {r['impl']:8} takeovers {r['takeovers_of_a_live_leader']}, overlaps {r['overlaps']} "
+                      f"({r['overlap_s']}s)", file=sys.stderr, flush=True)
+            continue
+        else:
+            print(f"{scenario}: TTL {ttl:g}s, {rounds} round(s), kvstore ...", file=sys.stderr, flush=True)
+            results = [await failover_runs("kvstore", t, rounds, endpoint, scenario)]
+            faults.extend(results)
         for r in results:
-            print(f"  {r['impl']:8} median {r['median_s']}s p95 {r['p95_s']}s (bound {r['bound_s']}s), "
-                  f"overlaps {r['overlaps']}", file=sys.stderr, flush=True)
-    t = Timings.for_ttl(2.0)
-    duration = 5.0 if quick else 8.0
-    print(f"skew: TTL 2s, one contender's clock +2s, {duration:g}s ...", file=sys.stderr, flush=True)
-    skew = list(await asyncio.gather(*(skew_run(impl, t, 2.0, duration, endpoint) for impl in IMPLS)))
-    for r in skew:
-        print(f"  {r['impl']:8} takeovers {r['takeovers_of_a_live_leader']}, overlaps {r['overlaps']} "
-              f"({r['overlap_s']}s)", file=sys.stderr, flush=True)
-    return {"failover": failover, "skew": skew}
+            print(f"  {r['impl']:8} median {r['median_s']}s p95 {r['p95_s']}s max {r['max_s']}s "
+                  f"(TTL {r['ttl_s']:g}s), overlaps {r['overlaps']}", file=sys.stderr, flush=True)
+    return {"scenarios": faults, "failover": failover, "skew": skew}
+
+
+def table(report: dict[str, Any]) -> str:
+    """The failover scenarios as a text table (and the skew run under it)."""
+    def num(v: float | None, unit: str = "") -> str:
+        return "-" if v is None else f"{v:.3g}{unit}" if unit == "x" else f"{v:.2f}{unit}"
+
+    head = ("scenario", "impl", "TTL", "failovers", "median", "p95", "max", "median/TTL", "p95/TTL",
+            "max/TTL", "overlaps")
+    rows = [head]
+    for r in report["scenarios"]:
+        fo = f"{r['failovers']}/{r['reps']}"
+        rows.append((r["scenario"], r["impl"], f"{r['ttl_s']:g}s", fo, num(r["median_s"], "s"), num(r["p95_s"], "s"),
+                     num(r["max_s"], "s"), num(r["median_over_ttl"], "x"), num(r["p95_over_ttl"], "x"),
+                     num(r["max_over_ttl"], "x"), str(r["overlaps"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for r in report["skew"]:
+        lines.append(f"skew {r['impl']}: clock +{r['skew_s']:g}s for {r['duration_s']:g}s, takeovers of a live "
+                     f"leader {r['takeovers_of_a_live_leader']}, overlaps {r['overlaps']} ({r['overlap_s']}s)")
+    return "\n".join(lines)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -467,7 +642,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ttls = sorted({r["ttl_s"] for r in report["failover"]})
-    fig, axes = plt.subplots(1, len(ttls) + 1, figsize=(4.2 * (len(ttls) + 1), 4.2))
+    fig, grid = plt.subplots(1, len(ttls) + 1, figsize=(4.2 * (len(ttls) + 1), 4.2), squeeze=False)
+    axes = list(grid[0])
     colors = {"kvstore": "tab:blue", "vault": "tab:orange"}
     for ax, ttl in zip(axes, ttls, strict=False):
         rows = [r for r in report["failover"] if r["ttl_s"] == ttl]
@@ -486,8 +662,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.legend(loc="lower right", fontsize=8)
     ax = axes[-1]
     labels, values = [], []
-    for r in report["failover"]:
-        labels.append(f"{r['impl']}\nkill TTL {r['ttl_s']:g}")
+    for r in report["scenarios"]:
+        labels.append(f"{r['impl']}\n{r['scenario']} TTL {r['ttl_s']:g}")
         values.append(r["overlaps"])
     for r in report["skew"]:
         labels.append(f"{r['impl']}\nskew +{r['skew_s']:g}s")
@@ -505,7 +681,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.failover", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
+    p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                   help=f"comma list of {', '.join(SCENARIOS)} (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=None, help="faults per scenario (default 3; 2 with --quick)")
+    p.add_argument("--quick", action="store_true", help="2 rounds per scenario unless --rounds says otherwise")
     p.add_argument("--endpoint", default=os.environ.get("AWS_DYNAMODB_ENDPOINT"),
                    help="a running DynamoDB(-compatible) endpoint; default: start DynamoDB Local")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "failover.json")
@@ -515,30 +694,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--id", help=argparse.SUPPRESS)
     p.add_argument("--table", help=argparse.SUPPRESS)
-    p.add_argument("--ttl", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--ttl", type=float, default=None, help="the lease TTL of the scenarios in seconds (default 2)")
     p.add_argument("--renew", type=float, help=argparse.SUPPRESS)
     p.add_argument("--watch", type=float, help=argparse.SUPPRESS)
     p.add_argument("--retry", type=float, help=argparse.SUPPRESS)
     p.add_argument("--skew", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--read-timeout", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--max-retries", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return _run_worker(args)
+    if args.ttl is None:
+        args.ttl = 2.0
+    if args.ttl <= 0:
+        p.error("--ttl must be > 0")
+    rounds = args.rounds if args.rounds is not None else (2 if args.quick else 3)
+    if rounds < 1:
+        p.error("--rounds must be >= 1")
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown or not scenarios:
+        p.error(f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SCENARIOS)}")
 
     started = time.monotonic()
     with endpoint_or_local(args.endpoint) as endpoint:
-        results = asyncio.run(run(endpoint, quick=args.quick))
+        results = asyncio.run(run(endpoint, scenarios=scenarios, ttl=args.ttl, rounds=rounds))
     report = {
         "benchmark": "failover",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick,
+        "scenarios_run": scenarios,
+        "rounds": rounds,
+        "ttl_s": args.ttl,
         "engine": args.endpoint or f"DynamoDB Local ({ENGINE_PACKAGE}), started by the benchmark",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_avg_1m": round(os.getloadavg()[0], 2)},
         "method": (
-            "Three worker processes per cluster campaign for one lock; the leader is SIGKILLed after the "
-            "others watched it for renew+retry+0.5 s; failover = CLOCK_MONOTONIC of the next 'elected' "
-            "event minus the kill. kvstore and the Vault-style baseline run concurrently on the same "
-            "DynamoDB Local. Timings: renew = watch = TTL/3, retry = 1 s. p95 is nearest-rank."
+            "Three worker processes per cluster campaign for one lock; the leader is faulted (SIGKILL, "
+            "SIGSTOP, partition / dropped UpdateItem replies / 1 s delayed replies through a FaultProxy "
+            "per worker) after the others watched it for renew+retry+0.5 s; failover = CLOCK_MONOTONIC "
+            "of the next 'elected' event minus the fault. For kills kvstore and the Vault-style baseline "
+            "run concurrently on the same DynamoDB Local. Timings: renew = watch = TTL/3, retry = 1 s. "
+            "p95 is nearest-rank; *_over_ttl = seconds / TTL."
         ),
         **results,
         "wall_s": round(time.monotonic() - started, 1),
@@ -546,6 +743,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     plot(report, args.plot)
+    print(table(report))
     print(f"wrote {args.json} and {args.plot} ({report['wall_s']}s)", file=sys.stderr)
     return 0
 
