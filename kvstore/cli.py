@@ -20,10 +20,8 @@ import argparse
 import asyncio
 import contextlib
 import importlib
-import importlib.util
 import logging
 import os
-import runpy
 import signal
 import socket
 import sys
@@ -32,27 +30,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn, TextIO
-from urllib.parse import urlsplit
 
-from kvstore import Backend, EngineUnavailable, Entry, HABackend, KVStoreError, UsageError
+from kvstore import EngineUnavailable, Entry, HABackend, KVStoreError, UsageError
 from kvstore.dynamodb import DynamoDBBackend, DynamoDBConfig
 from kvstore.dynamodb.config import ENV_VARS
-from kvstore.election import Election
+from kvstore.election import Election, Term
 from kvstore.engine import LocalEngine, engine_dir, install_engine
+from kvstore.errors import is_transient
 from kvstore.fsck import FsckReport, Progress, fsck
 from kvstore.keys import validate_key, validate_prefix
+from kvstore.local import LOCAL_CREDENTIALS, local_credentials
+from kvstore.tree import draw_tree, read_tree
 
 __all__ = [
-    "LOCAL_CREDENTIALS",
-    "TreeNode",
     "build_parser",
     "campaign",
-    "draw_tree",
     "fsck_lines",
-    "is_loopback",
     "main",
     "progress_bar",
-    "read_tree",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,13 +62,6 @@ EXIT_INTERRUPTED = 130
 
 #: The port ``kvstore local`` (and ``make engine``) listens on by default: DynamoDB Local's own.
 DEFAULT_LOCAL_PORT = 8000
-
-#: For ``--config``/``--endpoint``/``--table``/``--region``: the environment variables that
-#: DynamoDBConfig lets win over a config key. A command-line option is the most explicit thing a
-#: user can say, so for the CLI it wins instead: these variables are hidden from the config.
-#: The credentials DynamoDB Local is given. It accepts any; with ``-sharedDb`` (how kvstore starts
-#: it) the key does not even select a database.
-LOCAL_CREDENTIALS: Mapping[str, str] = {"access_key": "local", "secret_key": "local"}
 
 _WHERE = """\
 where the data commands (put, get, delete, list, tree, fsck, lock) send requests, first match wins:
@@ -309,12 +297,6 @@ class _Target:
     notes: list[str] = field(default_factory=list)
 
 
-def is_loopback(endpoint: str) -> bool:
-    """Whether ``endpoint``'s host is this machine (``localhost``, ``127.x.x.x``, ``::1``)."""
-    host = urlsplit(endpoint).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 def _truthy(raw: str | None) -> bool:
     return (raw or "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -344,6 +326,8 @@ def _resolve_target(
     for key, given in (("endpoint", endpoint), ("table", table), ("region", region)):
         if given is not None:
             conf[key] = given
+    # DynamoDBConfig lets these environment variables win over a config key; an option on the
+    # command line is the most explicit thing a user can say, so here it wins instead.
     for key in conf:
         for name in ENV_VARS.get(key, ()):
             env.pop(name, None)
@@ -364,13 +348,7 @@ def _resolve_target(
             "no DynamoDB endpoint configured: pass --endpoint URL or set AWS_DYNAMODB_ENDPOINT, "
             "use --local for a throwaway DynamoDB Local, or --aws for real AWS DynamoDB"
         )
-    if (
-        is_loopback(checked.endpoint)
-        and checked.access_key is None
-        and not env.get("AWS_ACCESS_KEY_ID")
-        and not env.get("AWS_PROFILE")
-    ):
-        conf = {**conf, **LOCAL_CREDENTIALS}
+    conf = {**conf, **local_credentials(checked.endpoint, conf, env)}
     source = "option" if "endpoint" in conf else "AWS_DYNAMODB_ENDPOINT"
     return _Target(conf, env, source=source)
 
@@ -509,53 +487,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return _with_backend(args, work, read_only=True)
 
 
-@dataclass
-class TreeNode:
-    """A child in a tree: its name as ``list`` gives it, and its children if it is an expanded folder."""
-
-    name: str
-    children: list[TreeNode] | None = None
-
-
-async def read_tree(backend: Backend, prefix: str = "", *, depth: int | None = None) -> list[TreeNode]:
-    """The children of folder ``prefix``, sub-folders read recursively (all of one level at once).
-
-    ``depth`` bounds how many levels are read (1: only ``prefix``'s own children); folders past
-    it are returned unexpanded (``children`` is ``None``).
-    """
-    folder = prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
-    names = await backend.list(folder)
-    nodes = [TreeNode(n) for n in names]
-    if depth is None or depth > 1:
-        below = None if depth is None else depth - 1
-        subs = [n for n in nodes if n.name.endswith("/")]
-        results = await asyncio.gather(*(read_tree(backend, folder + n.name, depth=below) for n in subs))
-        for node, children in zip(subs, results, strict=True):
-            node.children = children
-    return nodes
-
-
-def draw_tree(prefix: str, nodes: Sequence[TreeNode]) -> list[str]:
-    """The lines of ``nodes`` drawn under a root labelled ``prefix`` (``.`` for the root), like tree(1)."""
-    label = "." if prefix == "" else (prefix if prefix.endswith("/") else prefix + "/")
-    lines = [label]
-    counts = [0, 0]  # folders, keys
-
-    def walk(children: Sequence[TreeNode], indent: str) -> None:
-        for i, node in enumerate(children):
-            last = i == len(children) - 1
-            lines.append(f"{indent}{'└── ' if last else '├── '}{node.name}")
-            counts[0 if node.name.endswith("/") else 1] += 1
-            if node.children:
-                walk(node.children, indent + ("    " if last else "│   "))
-
-    walk(nodes, "")
-    folders, keys = counts
-    lines.append("")
-    lines.append(f"{folders} folder{'' if folders == 1 else 's'}, {keys} key{'' if keys == 1 else 's'}")
-    return lines
-
-
 def _cmd_tree(args: argparse.Namespace) -> int:
     prefix = validate_prefix(args.prefix)
     depth: int | None = args.depth
@@ -663,16 +594,6 @@ def _cmd_fsck(args: argparse.Namespace) -> int:
 # -- lock -------------------------------------------------------------------------------------
 
 
-async def _first_of(*events: asyncio.Event) -> None:
-    """Wait until any of ``events`` is set."""
-    waiters = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-
-
 @contextlib.contextmanager
 def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Iterator[None]:
     """SIGINT/SIGTERM set ``stop`` (a clean resignation); a second one cancels the current task."""
@@ -699,9 +620,12 @@ async def campaign(backend: HABackend, name: str, value: str, *, ttl: float | No
     """Lead election ``name`` whenever possible until SIGINT/SIGTERM, then resign at once.
 
     Prints a ``leader:`` line (with the fencing token) on each won term, ``lost:`` when a term is
-    lost (and campaigns again), ``resigned:`` when it released the lock on the way out.
+    lost (and campaigns again), ``resigned:`` when it released the lock on the way out, and
+    ``stopped:`` when stopped before winning. :meth:`Election.run_as_leader` does the campaigning,
+    resigning and campaigning again; this only adds the lines and the stop.
 
-    :raises BackendError: resigning failed (the lease then frees itself after its TTL).
+    :raises BackendError: the campaign failed for good (a missing table, say).
+    :raises _CLIError: resigning failed (the lease then frees itself after its TTL).
     """
     timings: dict[str, float] = {}
     if ttl is not None:
@@ -709,56 +633,68 @@ async def campaign(backend: HABackend, name: str, value: str, *, ttl: float | No
         timings = {"ttl": ttl, "renew_interval": ttl / 3, "watch_interval": ttl / 3}
     election = Election(backend, name, value, **timings)
     stop = asyncio.Event()
-    leading = asyncio.Event()
+    leading = False  # a term is held: lead() runs, or returned on ``stop`` and the term is resigning
+    lost = False  # the last term was lost (read before resigning, which sets ``term.lost`` as well)
+    token = 0
 
-    async def one_term() -> None:
-        token: int | None = None
-        lost = False
+    def say_lost() -> None:
+        _say(f"lost: no longer leader of {name!r} (fencing token {token})")
+
+    async def lead(term: Term) -> None:
+        nonlocal leading, lost, token
+        leading, lost, token = True, False, term.fencing_token
+        _say(f"leader: holding lock {name!r}, fencing token {token}")
         try:
-            async with election.campaign() as term:
-                token = term.fencing_token
-                leading.set()
-                _say(f"leader: holding lock {name!r}, fencing token {token}")
-                await _first_of(term.lost, stop)
-                lost = term.lost.is_set()
-            # Leaving the block resigned: released at once, or raised if the release failed.
-        except KVStoreError as exc:
-            if token is None:
-                raise
-            if not lost:
-                raise _CLIError(f"could not release lock {name!r} ({exc}); it frees itself after its TTL",
-                                EXIT_FAILURE) from exc
-            # Lost already (often: the engine went away). The lease expires on its own; keep
-            # campaigning so this node can lead again once the engine is back.
-            _say(f"lost: no longer leader of {name!r} (fencing token {token})")
-            log.warning("could not release lock %s after losing it (%s); it frees itself after its TTL", name, exc)
-            return
-        finally:
-            leading.clear()
-        if lost:
-            _say(f"lost: no longer leader of {name!r} (fencing token {token})")
-        else:
-            _say(f"resigned: released lock {name!r} (fencing token {token})")
+            await stop.wait()
+        except asyncio.CancelledError:  # the term is lost: run_as_leader resigns and campaigns again
+            leading, lost = False, True
+            say_lost()
+            if not stop.is_set():
+                _say(f"campaigning again for lock {name!r}")
+            raise
+        lost = term.lost.is_set()  # lost just as we were stopped
 
     with _stop_on_signals(asyncio.get_running_loop(), stop):
         _say(f"campaigning for lock {name!r} with value {value!r} (Ctrl-C to stop)")
-        while not stop.is_set():
-            term_task = asyncio.create_task(one_term())
+        while True:
+            leader = asyncio.create_task(election.run_as_leader(lead))
             stopped = asyncio.create_task(stop.wait())
             try:
-                await asyncio.wait({term_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({leader, stopped}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopped.cancel()
-            if not term_task.done() and not leading.is_set():
-                term_task.cancel()  # still campaigning: give up (nothing is held, nothing to release)
+            if not leader.done() and not leading:
+                leader.cancel()  # still campaigning: give up (nothing is held, nothing to release)
                 with contextlib.suppress(asyncio.CancelledError):
-                    await term_task
+                    await leader
                 _say(f"stopped: not leader of {name!r}")
                 return 0
-            await term_task  # a leading term notices ``stop`` itself and resigns; errors propagate
-            if not stop.is_set():
-                _say(f"campaigning again for lock {name!r}")
-    return 0
+            try:
+                await leader  # leading: lead() returns on ``stop`` and the term resigns
+            except KVStoreError as exc:
+                if not lost:
+                    if not leading:
+                        raise  # the campaign failed
+                    raise _CLIError(f"could not release lock {name!r} ({exc}); it frees itself after its TTL",
+                                    EXIT_FAILURE) from exc
+                if not leading and not is_transient(exc):
+                    raise  # after a loss, a final error: the next campaign's, or the release's
+                # Lost already (often: the engine went away) and the release failed. The lease
+                # expires on its own; keep campaigning so this node can lead again once the
+                # engine is back.
+                if leading:
+                    say_lost()
+                log.warning("could not release lock %s after losing it (%s); it frees itself after its TTL",
+                            name, exc)
+                if stop.is_set():
+                    return 0
+                leading = False
+                continue
+            if lost:
+                say_lost()
+            else:
+                _say(f"resigned: released lock {name!r} (fencing token {token})")
+            return 0
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:
@@ -844,37 +780,26 @@ def _cmd_local(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     """Run the benchmark harness's command line with the arguments after ``bench``.
 
-    The harness lives in the repository (``benchmarks/``), not in the installed package: it is
-    importable when Python runs from the repository root (``python -m kvstore bench``).
+    The harness lives in the repository (``benchmarks/``), not in the installed package, so it is
+    imported only here: importable when Python runs from the repository root (``python -m kvstore
+    bench``, ``make bench``), not from an installed wheel.
     """
-    bench_args: list[str] = list(args.extra)
     try:
-        importlib.import_module("benchmarks")
+        # Through importlib: benchmarks is not part of the package (nor of what mypy checks).
+        bench_cli = importlib.import_module("benchmarks.cli")
     except ImportError as exc:
-        raise _CLIError(
-            f"the benchmark harness is not importable ({exc}); it lives in the repository, not in the installed "
-            "package: run 'python -m kvstore bench' or 'make bench' from the repository root", EXIT_FAILURE,
-        ) from exc
+        if isinstance(exc, ModuleNotFoundError) and exc.name in ("benchmarks", "benchmarks.cli"):
+            raise _CLIError(
+                "kvstore bench runs from a source checkout: the benchmark harness (benchmarks/) is not part of "
+                "the installed package; run 'python -m kvstore bench' or 'make bench' from the repository root",
+                EXIT_FAILURE,
+            ) from exc
+        raise _CLIError(f"the benchmark harness could not be imported: {exc}", EXIT_FAILURE) from exc
     try:
-        try:
-            bench_cli = importlib.import_module("benchmarks.cli")
-        except ImportError:
-            bench_cli = None
-        entry = getattr(bench_cli, "main", None)
-        if callable(entry):
-            result = entry(bench_args)
-            return result if isinstance(result, int) else 0
-        if importlib.util.find_spec("benchmarks.__main__") is None:
-            raise _CLIError("the benchmarks package has no command line (benchmarks/__main__.py)", EXIT_FAILURE)
-        saved = sys.argv
-        sys.argv = ["python -m benchmarks", *bench_args]
-        try:
-            runpy.run_module("benchmarks", run_name="__main__", alter_sys=True)
-        finally:
-            sys.argv = saved
-        return 0
+        result = bench_cli.main(list(args.extra))
     except SystemExit as exc:  # the harness's argparse (--help, bad options) or its sys.exit()
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILURE)
+    return result if isinstance(result, int) else 0
 
 
 # -- main -------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ import uuid
 from collections.abc import Mapping
 
 from kvstore import Entry, KVStoreError
-from kvstore.cli import LOCAL_CREDENTIALS, draw_tree, is_loopback, read_tree
 from kvstore.dynamodb import DynamoDBBackend
 from kvstore.engine import LocalEngine
+from kvstore.local import LOCAL_CREDENTIALS, local_credentials
+from kvstore.tree import draw_tree, read_tree
 
 __all__ = ["DEMO_KEYS", "main", "tour"]
 
@@ -106,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         _say("kvstore demo: a hierarchical key-value store on DynamoDB, in Vault's table format")
         if endpoint:
             _say(f"1. using the engine at {endpoint} (AWS_DYNAMODB_ENDPOINT)")
-            if is_loopback(endpoint) and not os.environ.get("AWS_ACCESS_KEY_ID"):
-                conf.update(LOCAL_CREDENTIALS)
+            conf.update(local_credentials(endpoint, conf, environ))
         else:
             t0 = time.monotonic()
             _say("1. starting an embedded DynamoDB Local (in memory; set AWS_DYNAMODB_ENDPOINT to use another)...")

@@ -11,6 +11,7 @@ when no endpoint is configured. It is tooling, not part of the storage API.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
@@ -21,7 +22,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,11 +232,11 @@ class LocalEngine:
         self.stop()
 
 
-@contextlib.contextmanager
-def endpoint_or_local(endpoint: str | None) -> Iterator[str]:
-    """Yield ``endpoint`` if given, else start a local engine for the duration of the block."""
-    if endpoint:
-        yield endpoint
-        return
-    with LocalEngine.start() as engine:
-        yield engine.endpoint
+def endpoint_or_local(endpoint: str | None) -> contextlib.AbstractContextManager[str]:
+    """Moved to ``benchmarks.engine``, its only users; imported from there on call.
+
+    Transitional: remove once ``benchmarks/failover.py`` imports it from ``benchmarks.engine``.
+    """
+    moved = importlib.import_module("benchmarks.engine")  # not at import time: not part of the package
+    cm: contextlib.AbstractContextManager[str] = moved.endpoint_or_local(endpoint)
+    return cm

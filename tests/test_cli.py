@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.cli import TreeNode, draw_tree, main, progress_bar
+from kvstore.cli import main, progress_bar
 from kvstore.dynamodb import DynamoDBBackend
 from kvstore.engine import free_port
+from kvstore.tree import TreeNode, draw_tree
 
 REPO = Path(__file__).resolve().parent.parent
 
