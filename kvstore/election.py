@@ -53,13 +53,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from kvstore.backend import Fence, HABackend, Lock
 from kvstore.errors import InvalidValue, LockLost, LockTimeout
 from kvstore.keys import validate_lock_name
+from kvstore.lockclient import LockClient, LockSpec
 
 __all__ = ["Election", "Term"]
 
@@ -136,40 +136,20 @@ class Election:
         validate_lock_name(name)
         if not isinstance(value, str):
             raise InvalidValue(f"election value must be str, not {type(value).__name__}")
-        self._backend = backend
-        self._name = name
-        self._value = value
-        self._ttl = ttl
-        self._renew_interval = renew_interval
-        self._watch_interval = watch_interval
-        self._retry_interval = retry_interval
-        # Never locked: it only reads the record for leader(). Made here so bad timings fail now.
-        self._observer = self._new_lock()
+        spec = LockSpec(name, value, ttl, renew_interval, watch_interval, retry_interval)
+        # Never locked: it only reads the record for leader(). Made here so bad timings fail (and
+        # a stalled holder's timings warn) now; each campaign takes a fresh() client of it.
+        self._observer = LockClient(backend, spec, kind="election")
 
     @property
     def name(self) -> str:
         """The election's name (the lock's key)."""
-        return self._name
+        return self._observer.spec.name
 
     @property
     def value(self) -> str:
         """The value this node advertises while it leads."""
-        return self._value
-
-    def _new_lock(self, *, warn: bool = True) -> Lock:
-        if not warn:
-            # The observer made in __init__ already warned about these timings (a stalled holder).
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return self._new_lock()
-        return self._backend.lock_with(
-            self._name,
-            self._value,
-            ttl=self._ttl,
-            renew_interval=self._renew_interval,
-            watch_interval=self._watch_interval,
-            retry_interval=self._retry_interval,
-        )
+        return self._observer.spec.value
 
     async def leader(self) -> str | None:
         """The current leader's value, or ``None`` when nobody holds the lock.
@@ -177,7 +157,7 @@ class Election:
         A leader that died without resigning still shows until a contender takes over, a TTL of
         silence later: a single read cannot tell a silent leader from a dead one.
         """
-        held, value = await self._observer.value()
+        held, value = await self._observer.lock.value()
         return value if held else None
 
     @contextlib.asynccontextmanager
@@ -199,18 +179,18 @@ class Election:
         """
         if timeout is not None and not timeout >= 0:
             raise InvalidValue(f"campaign timeout must be >= 0 seconds, not {timeout!r}")
-        lock = self._new_lock(warn=False)
+        client = self._observer.fresh()
+        lost = await client.acquire(timeout)  # having given up, it released: nothing is left behind
+        if lost is None:
+            raise LockTimeout(f"election {self.name!r}: not leader within {timeout}s")
+        term = Term(self.name, self.value, client.fencing_token, lost, client.lock)
+        log.info("election %s: %r leads, fencing token %d", self.name, self.value, term.fencing_token)
         try:
-            lost = await _lock_within(lock, timeout)
-            if lost is None:
-                raise LockTimeout(f"election {self._name!r}: not leader within {timeout}s")
-            term = Term(self._name, self._value, lock.fencing_token, lost, lock)
-            log.info("election %s: %r leads, fencing token %d", self._name, self._value, term.fencing_token)
             yield term
         except BaseException:
-            await _resign(lock, self._name, quiet=True)
+            await client.release(quiet=True)
             raise
-        await _resign(lock, self._name, quiet=False)
+        await client.release()
 
     async def run_as_leader(self, fn: Callable[[Term], Awaitable[T]]) -> T:
         """Campaign, run ``fn(term)`` while leading, and campaign again each time leadership is lost.
@@ -236,40 +216,5 @@ class Election:
                     await asyncio.wait({body})
                 if not body.cancelled():
                     return body.result()  # fn returned or raised on its own: that is the outcome
-            log.info("election %s: term %d lost; campaigning again", self._name, term.fencing_token)
+            log.info("election %s: term %d lost; campaigning again", self.name, term.fencing_token)
 
-
-async def _lock_within(lock: Lock, timeout: float | None) -> asyncio.Event | None:  # noqa: ASYNC109
-    """``lock.lock()``, giving up (``None``) after ``timeout`` seconds."""
-    if timeout is None:
-        return await lock.lock()
-    stop = asyncio.Event()
-    timer = asyncio.get_running_loop().call_later(timeout, stop.set)
-    try:
-        return await lock.lock(stop)
-    finally:
-        timer.cancel()
-
-
-async def _resign(lock: Lock, name: str, *, quiet: bool) -> None:
-    """Unlock, shielded: a second cancellation arriving meanwhile cannot stop the release halfway.
-
-    ``quiet``: the block is already raising; a failure here is logged so it cannot replace that
-    exception.
-    """
-    release = asyncio.ensure_future(lock.unlock())
-    try:
-        await asyncio.shield(release)
-    except asyncio.CancelledError:
-        # Cancelled again while resigning: the release goes on; report it if it fails.
-        release.add_done_callback(lambda task: _log_release_failure(task, name))
-        raise
-    except Exception as exc:
-        if not quiet:
-            raise
-        log.warning("election %s: resigning failed (the lease frees itself after its TTL): %r", name, exc)
-
-
-def _log_release_failure(task: asyncio.Future[None], name: str) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("election %s: resigning failed (the lease frees itself after its TTL): %r", name, task.exception())

@@ -220,10 +220,10 @@ class InmemBackend(Backend, HABackend, ConditionalBackend):
         watch_interval: float | None = None,
         retry_interval: float | None = None,
     ) -> Lock:
-        if self._closed:
-            raise BackendClosed("the backend is closed")
-        timings = self._lock_timings.override(ttl, renew_interval, watch_interval, retry_interval)
-        return LeaseLock(self._locks, key, value, timings)
+        return LeaseLock.from_overrides(
+            self._locks, key, value, self._lock_timings,
+            ttl=ttl, renew_interval=renew_interval, watch_interval=watch_interval, retry_interval=retry_interval,
+        )
 
     # -- ConditionalBackend -----------------------------------------------------------------
 

@@ -375,6 +375,29 @@ class LeaseLock(Lock):
         # our identity, so releasing a record we do not hold is harmless.
         self._may_hold = False
 
+    @classmethod
+    def from_overrides(
+        cls,
+        store: LockStore,
+        key: str,
+        value: str,
+        defaults: LockTimings,
+        *,
+        ttl: float | None = None,
+        renew_interval: float | None = None,
+        watch_interval: float | None = None,
+        retry_interval: float | None = None,
+    ) -> LeaseLock:
+        """:meth:`~kvstore.backend.HABackend.lock_with` over ``store``: a lock with the backend's
+        ``defaults``, the given (non-None) timings replacing them. Both backends' ``lock_with`` is this.
+
+        :raises BackendClosed: the store's backend is closed (checked before anything else).
+        :raises ConfigError: a timing is invalid (a renew interval at or beyond the TTL only warns).
+        """
+        if store.closed:
+            raise BackendClosed("the backend is closed")
+        return cls(store, key, value, defaults.override(ttl, renew_interval, watch_interval, retry_interval))
+
     @property
     def key(self) -> str:
         """The lock's name."""

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self
 
-from kvstore.backend import Fence, HABackend, Lock
+from kvstore.backend import Fence, HABackend
 from kvstore.errors import (
     BackendError,
     LockNotHeld,
@@ -52,6 +52,7 @@ from kvstore.errors import (
     is_transient,
 )
 from kvstore.keys import validate_key
+from kvstore.lockclient import LockClient, LockSpec
 from kvstore.recipes.durations import check_seconds
 
 __all__ = ["Mutex", "MutexState", "MutexStatus"]
@@ -147,11 +148,10 @@ class Mutex:
         self._value = _default_value() if value is None else value
         self._timeout = timeout
         self._check_interval = check_interval
-        self._lock: Lock = backend.lock_with(
-            name, self._value, ttl=ttl, renew_interval=renew_interval, retry_interval=retry_interval
-        )
+        spec = LockSpec(name, self._value, ttl=ttl, renew_interval=renew_interval, retry_interval=retry_interval)
+        self._client = LockClient(backend, spec, kind="mutex")
+        self._lock = self._client.lock
         self._lost: asyncio.Event | None = None
-        self._token: int | None = None
 
     @property
     def name(self) -> str:
@@ -191,14 +191,12 @@ class Mutex:
 
         :raises LockNotHeld: the mutex was never acquired by this object.
         """
-        if self._token is None:
-            raise LockNotHeld(f"mutex {self._name!r} was never acquired by this object")
-        return self._token
+        return self._client.fencing_token
 
     @property
     def fence(self) -> Fence:
         """A commit condition that holds only while this grant is the mutex's current one."""
-        return Fence(self._name, self.fencing_token)
+        return self._client.fence
 
     async def status(self) -> MutexStatus:
         """Who holds the mutex now (one consistent read).
@@ -229,28 +227,20 @@ class Mutex:
         await self._check_usable()
         stop = asyncio.Event()
         fatal: list[BaseException] = []
-        timer = None if limit is None else asyncio.get_running_loop().call_later(limit, stop.set)
         checker = asyncio.create_task(self._watch_usable(stop, fatal), name=f"mutex-check:{self._name}")
         try:
-            lost = await self._lock.lock(stop)
-        except BaseException:
-            await self._unlock_quietly()  # an acquire in flight may have landed: give it back
-            raise
+            lost = await self._client.acquire(limit, stop)  # released again if it gives up or fails
         finally:
-            if timer is not None:
-                timer.cancel()
             checker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await checker
         if lost is None:
-            await self._unlock_quietly()
             if fatal:
                 raise fatal[0]
             raise LockTimeout(f"mutex {self._name!r}: not acquired within {limit}s ({await self._holder()})")
         self._lost = lost
-        self._token = self._lock.fencing_token
-        log.debug("mutex %s: acquired by %s, fencing token %d", self._name, self._value, self._token)
-        return self._token
+        log.debug("mutex %s: acquired by %s, fencing token %d", self._name, self._value, self.fencing_token)
+        return self.fencing_token
 
     async def release(self) -> None:
         """Release the mutex at once (a waiter may take it immediately).
@@ -264,7 +254,7 @@ class Mutex:
         if self._lost is None:
             raise LockNotHeld(f"mutex {self._name!r} is not held by this object")
         self._lost = None
-        await asyncio.shield(self._lock.unlock())
+        await self._client.release()
 
     async def __aenter__(self) -> Self:
         await self.acquire()
@@ -278,13 +268,8 @@ class Mutex:
     ) -> None:
         if self._lost is None:
             return  # released inside the block
-        if exc is None:
-            await self.release()
-            return
-        try:
-            await self.release()
-        except Exception as err:  # the block's exception matters more; the lease frees itself
-            log.warning("mutex %s: release failed after an error in the block: %r", self._name, err)
+        self._lost = None
+        await self._client.release(quiet=exc is not None)  # the block's exception matters more
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -325,8 +310,3 @@ class Mutex:
             return f"holder unknown: {exc}"
         return f"held by {holder!r}" if held else "it was just released"
 
-    async def _unlock_quietly(self) -> None:
-        try:
-            await asyncio.shield(self._lock.unlock())
-        except Exception as exc:
-            log.debug("mutex %s: clean-up release failed: %r", self._name, exc)
