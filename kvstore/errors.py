@@ -20,10 +20,12 @@ unreachable, throttles, or a condition did not hold), so callers can tell "fix y
     │   ├── TableNotFound               the table does not exist (or was deleted)
     │   ├── TableNotActive              the table exists but is not ACTIVE in time
     │   ├── WriteIncomplete             unprocessed items still left when the deadline passed
-    │   ├── TransactionConflict         another transaction touched the same items
-    │   ├── ConditionFailed             a conditional write found another state
+    │   ├── TransactionCanceled         DynamoDB cancelled a transaction; ``cancellation_reasons`` says why
+    │   │   └── TransactionConflict     only contention: another transaction touched the same items
+    │   ├── ConditionFailed             a conditional write found another state; ``item`` is what it found
     │   │   ├── VersionConflict         a versioned write found another version
-    │   │   └── FenceRejected           a fenced write's token is no longer current
+    │   │   ├── FenceRejected           a fenced write's token is no longer current
+    │   │   └── LockRecordChanged       a lock record's conditional write found another record
     │   └── RequestRejected             the engine refused the request as invalid; retrying cannot help
     │       └── AccessDenied            (also ConfigError) credentials or permissions refused
     ├── LockError
@@ -43,17 +45,27 @@ rejected requests, a missing table, a condition that did not hold).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: both modules import this one
+    from kvstore.backend import VersionedEntry
+    from kvstore.lease import LockRecord
+
+#: An item in DynamoDB's wire format (``{"Path": {"S": "a"}, ...}``), as the engine sent it.
+WireItem = dict[str, Any]
 
 __all__ = [
     "AccessDenied",
     "AlreadyInProgress",
     "BackendClosed",
     "BackendError",
+    "CancellationReason",
     "ConditionFailed",
     "ConfigError",
     "EngineError",
     "EngineUnavailable",
+    "FINAL_CANCELLATION_REASONS",
     "FenceRejected",
     "IdempotencyError",
     "IdempotencyKeyMissing",
@@ -63,6 +75,7 @@ __all__ = [
     "LockError",
     "LockLost",
     "LockNotHeld",
+    "LockRecordChanged",
     "LockTimeout",
     "PayloadMismatch",
     "RequestRejected",
@@ -70,11 +83,13 @@ __all__ = [
     "TableNotActive",
     "TableNotFound",
     "Throttled",
+    "TransactionCanceled",
     "TransactionConflict",
     "TransactionTooLarge",
     "UsageError",
     "ValueTooLarge",
     "VersionConflict",
+    "WireItem",
     "WriteIncomplete",
     "is_transient",
 ]
@@ -137,12 +152,16 @@ class BackendError(KVStoreError):
     """The storage engine failed or refused a request.
 
     ``code`` is the engine's error code (``"ProvisionedThroughputExceededException"``...) when
-    there was one, so nothing is lost by the translation.
+    there was one, so nothing is lost by the translation. ``retry_attempts`` is how many times the
+    SDK re-sent the request before giving up (botocore's ``ResponseMetadata.RetryAttempts``), or
+    ``None`` when unknown (no reply, or an error kvstore raised itself). More than zero means an
+    earlier sending may have landed although its reply was lost.
     """
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retry_attempts: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_attempts = retry_attempts
 
 
 class EngineUnavailable(BackendError):
@@ -174,34 +193,126 @@ class WriteIncomplete(BackendError):
         self.pending = pending
 
 
-class TransactionConflict(BackendError):
-    """A transaction was cancelled because another one touched the same items; retry it."""
+@dataclass(frozen=True)
+class CancellationReason:
+    """Why DynamoDB cancelled one item of a transaction, at the index of its ``TransactItems`` entry.
 
-    def __init__(self, message: str, *, reasons: list[str] | None = None) -> None:
-        super().__init__(message, code="TransactionCanceledException")
-        self.reasons = reasons or []
+    ``code`` is the reason's wire code: ``"None"`` for an item that was fine (the others cancelled
+    the transaction), ``"ConditionalCheckFailed"``, ``"TransactionConflict"``, ``"ThrottlingError"``,
+    ``"ValidationError"``... ``item`` is the item found, in wire format, when the engine sent it back
+    (``ReturnValuesOnConditionCheckFailure=ALL_OLD`` on a failed condition), else ``None``.
+    """
+
+    code: str
+    message: str = ""
+    item: WireItem | None = None
+
+
+class TransactionCanceled(BackendError):
+    """DynamoDB cancelled a transaction; nothing of it was written.
+
+    ``cancellation_reasons`` holds one :class:`CancellationReason` per ``TransactItems`` entry (empty
+    when the engine sent none) and ``reasons`` their codes. A cancellation only for contention is a
+    :class:`TransactionConflict` (transient); this base class alone means some item met a reason the
+    same transaction meets again (a failed condition, a validation error...), so it is not
+    transient. Conditional backends turn failed conditions into :class:`VersionConflict` or
+    :class:`FenceRejected` before callers see them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reasons: list[str] | None = None,
+        cancellation_reasons: tuple[CancellationReason, ...] = (),
+        code: str | None = "TransactionCanceledException",
+        retry_attempts: int | None = None,
+    ) -> None:
+        super().__init__(message, code=code, retry_attempts=retry_attempts)
+        self.cancellation_reasons = cancellation_reasons
+        self.reasons: list[str] = list(reasons) if reasons is not None else [r.code for r in cancellation_reasons]
+
+
+class TransactionConflict(TransactionCanceled):
+    """A transaction was cancelled because another one touched the same items; retry it.
+
+    Also raised for ``TransactionConflictException`` and ``TransactionInProgressException`` (a
+    single write met a transaction in progress), with no ``cancellation_reasons`` then.
+    """
 
 
 class ConditionFailed(BackendError):
     """A conditional write found the item in another state than expected.
 
-    ``current`` is what the engine reported as the item's state when the condition failed (or
-    ``None`` when it is absent or unknown).
+    ``current`` is what the backend made of the item's state when the condition failed (or
+    ``None`` when it is absent or unknown); the subclasses say what type it has. ``item`` is the
+    item the engine sent back, in wire format (``ReturnValuesOnConditionCheckFailure=ALL_OLD``),
+    or ``None`` when there is none or the engine left it out.
     """
 
-    def __init__(self, key: str, expected: Any = None, current: Any = None, *, message: str = "") -> None:
-        super().__init__(message or f"condition failed for key {key!r}", code="ConditionalCheckFailedException")
+    current: object
+
+    def __init__(
+        self,
+        key: str,
+        expected: Any = None,
+        current: object = None,
+        *,
+        message: str = "",
+        item: WireItem | None = None,
+        retry_attempts: int | None = None,
+    ) -> None:
+        super().__init__(
+            message or f"condition failed for key {key!r}",
+            code="ConditionalCheckFailedException",
+            retry_attempts=retry_attempts,
+        )
         self.key = key
         self.expected = expected
         self.current = current
+        self.item = item
 
 
 class VersionConflict(ConditionFailed):
     """A versioned write expected one version of the key and found another (``current``)."""
 
+    current: VersionedEntry | None
+
+    def __init__(
+        self,
+        key: str,
+        expected: Any = None,
+        current: VersionedEntry | None = None,
+        *,
+        message: str = "",
+        item: WireItem | None = None,
+        retry_attempts: int | None = None,
+    ) -> None:
+        super().__init__(key, expected, current, message=message, item=item, retry_attempts=retry_attempts)
+
 
 class FenceRejected(ConditionFailed):
     """A fenced write carried a fencing token that is no longer the lock's current one."""
+
+    current: None
+
+
+class LockRecordChanged(ConditionFailed):
+    """A lock record's conditional write found another record (``current``, ``None`` if absent or unknown)."""
+
+    current: LockRecord | None
+
+    def __init__(
+        self,
+        key: str,
+        expected: str | None = None,
+        current: LockRecord | None = None,
+        *,
+        message: str = "",
+        item: WireItem | None = None,
+        retry_attempts: int | None = None,
+    ) -> None:
+        super().__init__(key, expected, current, message=message, item=item, retry_attempts=retry_attempts)
 
 
 class RequestRejected(BackendError):
@@ -286,9 +397,7 @@ class EngineError(KVStoreError):
 _TRANSIENT: tuple[type[BackendError], ...] = (EngineUnavailable, Throttled, TransactionConflict, WriteIncomplete)
 
 #: Cancellation reasons of a transaction that the same transaction will meet again.
-_FINAL_CANCELLATION_REASONS = frozenset(
-    {"ConditionalCheckFailed", "ItemCollectionSizeLimitExceeded", "ValidationError"}
-)
+FINAL_CANCELLATION_REASONS = frozenset({"ConditionalCheckFailed", "ItemCollectionSizeLimitExceeded", "ValidationError"})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -302,9 +411,10 @@ def is_transient(exc: BaseException) -> bool:
     :class:`BackendError` with an unknown code, :class:`RetriesExhausted` (retrying already gave
     up) and any exception that is not a :class:`KVStoreError`.
 
-    A :class:`TransactionConflict` whose cancellation ``reasons`` name a failed condition, a
-    validation error or a full item collection is not transient either: only the contention-type
-    reasons (``TransactionConflict``, throttling) go away by themselves.
+    A :class:`TransactionCanceled` that is not a :class:`TransactionConflict` is not transient, nor
+    is a :class:`TransactionConflict` whose ``reasons`` name a failed condition, a validation error
+    or a full item collection (:data:`FINAL_CANCELLATION_REASONS`): only the contention-type reasons
+    (``TransactionConflict``, throttling) go away by themselves.
 
     "Transient" is about the engine, not about the write: after :class:`EngineUnavailable` a write
     may have landed without its reply, so only idempotent requests (or ones that recognise their
@@ -313,5 +423,5 @@ def is_transient(exc: BaseException) -> bool:
     if not isinstance(exc, _TRANSIENT):
         return False
     if isinstance(exc, TransactionConflict):
-        return not _FINAL_CANCELLATION_REASONS.intersection(exc.reasons)
+        return not FINAL_CANCELLATION_REASONS.intersection(exc.reasons)
     return True

@@ -23,20 +23,25 @@ import kvstore
 from kvstore import (
     AccessDenied,
     BackendError,
+    CancellationReason,
     ConditionFailed,
     ConfigError,
     EngineUnavailable,
+    Entry,
     FenceRejected,
     InvalidKey,
     KVStoreError,
+    LockRecordChanged,
     RequestRejected,
     RetriesExhausted,
     TableNotActive,
     TableNotFound,
     Throttled,
+    TransactionCanceled,
     TransactionConflict,
     UsageError,
     VersionConflict,
+    VersionedEntry,
     WriteIncomplete,
     is_transient,
 )
@@ -154,10 +159,93 @@ def test_cancelled_transaction_is_transient_only_for_contention(reasons: list[st
         CancellationReasons=[{"Code": r} for r in reasons],
     )
     err = translate(exc)
-    # Always this class: the backend explains a cancellation (VersionConflict...) from it.
-    assert type(err) is TransactionConflict
+    # Contention only is a TransactionConflict; a final reason leaves its base class, which the
+    # backend explains (VersionConflict...) and which retry loops catching conflicts let through.
+    assert type(err) is (TransactionConflict if transient else TransactionCanceled)
+    assert isinstance(err, TransactionCanceled)
     assert err.reasons == reasons
     assert is_transient(err) is transient
+
+
+def test_cancellation_reasons_are_typed() -> None:
+    old = {"Path": {"S": "a"}, "Key": {"S": "b"}, "Version": {"S": "v1"}}
+    exc = client_error(
+        "TransactionCanceledException",
+        "Transaction cancelled, please refer cancellation reasons for specific reasons",
+        operation="TransactWriteItems",
+        CancellationReasons=[
+            {"Code": "None"},
+            {"Code": "ConditionalCheckFailed", "Message": "The conditional request failed", "Item": old},
+        ],
+        ResponseMetadata={"HTTPStatusCode": 400, "RetryAttempts": 2},
+    )
+    err = translate(exc)
+    assert isinstance(err, TransactionCanceled)
+    assert err.cancellation_reasons == (
+        CancellationReason("None"),
+        CancellationReason("ConditionalCheckFailed", "The conditional request failed", old),
+    )
+    assert err.reasons == ["None", "ConditionalCheckFailed"]
+    assert err.retry_attempts == 2
+    assert err.code == "TransactionCanceledException"
+
+
+def test_cancellation_without_reasons_is_a_conflict() -> None:
+    err = translate(client_error("TransactionCanceledException", "cancelled", operation="TransactWriteItems"))
+    assert type(err) is TransactionConflict
+    assert err.cancellation_reasons == () and err.reasons == []
+    assert is_transient(err)
+
+
+def test_condition_failure_keeps_the_old_item_and_retry_count() -> None:
+    old = {"Path": {"S": "a"}, "Key": {"S": "b"}}
+    exc = client_error(
+        "ConditionalCheckFailedException",
+        "The conditional request failed",
+        Item=old,
+        ResponseMetadata={"HTTPStatusCode": 400, "RetryAttempts": 1},
+    )
+    err = translate(exc)
+    assert type(err) is ConditionFailed
+    assert err.item == old
+    assert err.retry_attempts == 1
+    assert err.current is None  # the backend, not the table, knows how to read the item
+
+
+def test_condition_failure_without_item_or_metadata() -> None:
+    err = translate(client_error("ConditionalCheckFailedException", "The conditional request failed"))
+    assert isinstance(err, ConditionFailed)
+    assert err.item is None
+    assert err.retry_attempts is None  # the reply did not say
+
+
+def test_every_reply_error_keeps_retry_attempts() -> None:
+    exc = client_error(
+        "ProvisionedThroughputExceededException",
+        "slow down",
+        ResponseMetadata={"HTTPStatusCode": 400, "RetryAttempts": 9},
+    )
+    err = translate(exc)
+    assert type(err) is Throttled and err.retry_attempts == 9
+    assert translate(EndpointConnectionError(endpoint_url="http://127.0.0.1:1")).retry_attempts is None
+
+
+def test_transaction_conflict_codes_keep_their_wire_code() -> None:
+    err = translate(client_error("TransactionConflictException", "busy"))
+    assert type(err) is TransactionConflict and err.code == "TransactionConflictException"
+    assert err.cancellation_reasons == ()
+    assert is_transient(err)
+
+
+def test_condition_subclasses_type_current() -> None:
+    from kvstore.lease import LockRecord
+
+    entry = VersionedEntry(Entry("k", b"1"), "v1")
+    assert VersionConflict("k", "v0", entry).current is entry
+    record = LockRecord(identity="me", value="", version="r1", fence=3, ttl=10.0)
+    err = LockRecordChanged("_lock", "r0", record)
+    assert err.current is record and isinstance(err, ConditionFailed) and not is_transient(err)
+    assert FenceRejected("lock", 3, None).current is None
 
 
 # -- transport and client-side errors ----------------------------------------------------------
@@ -203,6 +291,10 @@ def test_errors_raised_inside_pass_through() -> None:
         (EngineUnavailable("down"), True),
         (Throttled("slow down"), True),
         (TransactionConflict("busy"), True),
+        (TransactionConflict("cancelled", reasons=["None", "ConditionalCheckFailed"]), False),
+        (TransactionCanceled("cancelled", reasons=["ConditionalCheckFailed"]), False),
+        (TransactionCanceled("cancelled"), False),
+        (LockRecordChanged("_lock", None, None), False),
         (WriteIncomplete("left over", pending=3), True),
         (RequestRejected("bad", code="ValidationException"), False),
         (AccessDenied("who are you", code="UnrecognizedClientException"), False),
@@ -228,7 +320,14 @@ def test_is_transient(exc: BaseException, transient: bool) -> None:
 
 
 def test_new_names_are_exported() -> None:
-    for name in ("RequestRejected", "AccessDenied", "is_transient"):
+    for name in (
+        "RequestRejected",
+        "AccessDenied",
+        "is_transient",
+        "TransactionCanceled",
+        "CancellationReason",
+        "LockRecordChanged",
+    ):
         assert name in kvstore.__all__
         assert getattr(kvstore, name) is getattr(kvstore.errors, name)
         assert name in kvstore.errors.__all__

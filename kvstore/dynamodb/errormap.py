@@ -10,9 +10,15 @@ become :class:`~kvstore.errors.RequestRejected`, and refused credentials or perm
 (:data:`ACCESS_CODES`) :class:`~kvstore.errors.AccessDenied`, which is both a ConfigError (the fix is
 in the configuration or the IAM policy, as for missing credentials) and a RequestRejected (it keeps
 ``.code`` and stays a BackendError for handlers of engine errors). Neither is transient
-(:func:`~kvstore.errors.is_transient`), so no retry loop spins on them. A cancelled transaction stays
-a TransactionConflict whatever its reasons, because the backend explains and cleans up after
-exactly that class; ``is_transient`` reads its ``reasons`` to tell contention from a final refusal.
+(:func:`~kvstore.errors.is_transient`), so no retry loop spins on them.
+
+What DynamoDB said is attached here, once, as typed fields, so nobody digs in the SDK's reply:
+every error from a reply keeps ``retry_attempts`` (how often botocore re-sent the request), a failed
+condition keeps the ``item`` sent back (``ALL_OLD``), and a cancelled transaction keeps one
+:class:`~kvstore.errors.CancellationReason` per item. A cancellation only for contention is a
+:class:`~kvstore.errors.TransactionConflict` (transient); one where some item met a final reason
+(:data:`~kvstore.errors.FINAL_CANCELLATION_REASONS`: a failed condition...) is its base class
+:class:`~kvstore.errors.TransactionCanceled`, which the backend explains (VersionConflict...).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 from botocore.exceptions import (
@@ -33,8 +40,10 @@ from botocore.exceptions import (
 )
 
 from kvstore.errors import (
+    FINAL_CANCELLATION_REASONS,
     AccessDenied,
     BackendError,
+    CancellationReason,
     ConditionFailed,
     ConfigError,
     EngineUnavailable,
@@ -42,10 +51,19 @@ from kvstore.errors import (
     RequestRejected,
     TableNotFound,
     Throttled,
+    TransactionCanceled,
     TransactionConflict,
 )
 
-__all__ = ["ACCESS_CODES", "REJECTION_CODES", "THROTTLING_CODES", "error_code", "translated"]
+__all__ = [
+    "ACCESS_CODES",
+    "REJECTION_CODES",
+    "THROTTLING_CODES",
+    "cancellation_reasons",
+    "error_code",
+    "retry_attempts",
+    "translated",
+]
 
 #: Codes that mean "slow down": botocore retries these itself; they are also what the batch writer
 #: treats as a reason to back off rather than fail at once.
@@ -98,19 +116,46 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _reply(exc: ClientError) -> dict[str, Any]:
+    """The parsed error reply (botocore's stubs type it narrower than the fields DynamoDB adds)."""
+    return dict(exc.response)
+
+
+def retry_attempts(exc: ClientError) -> int | None:
+    """How many times botocore re-sent the request before ``exc`` (``None`` if the reply does not say)."""
+    attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts")
+    return attempts if isinstance(attempts, int) else None
+
+
+def cancellation_reasons(exc: ClientError) -> tuple[CancellationReason, ...]:
+    """The per-item reasons of a ``TransactionCanceledException`` (one per ``TransactItems`` entry)."""
+    raw: list[dict[str, Any]] = _reply(exc).get("CancellationReasons") or []
+    return tuple(
+        CancellationReason(str(r.get("Code", "None")), str(r.get("Message", "")), r.get("Item") or None) for r in raw
+    )
+
+
+def _from_reply(exc: ClientError, key: str | None) -> BackendError:
+    code = error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    attempts = retry_attempts(exc)
+    if code == "ConditionalCheckFailedException":
+        item: dict[str, Any] | None = _reply(exc).get("Item") or None
+        return ConditionFailed(
+            key or "", message=f"condition failed for key {key!r}: {message}", item=item, retry_attempts=attempts
+        )
+    if code == "TransactionCanceledException":
+        reasons = cancellation_reasons(exc)
+        final = FINAL_CANCELLATION_REASONS.intersection(r.code for r in reasons)
+        cancelled = TransactionCanceled if final else TransactionConflict
+        return cancelled(f"transaction cancelled: {message}", cancellation_reasons=reasons, retry_attempts=attempts)
+    cls = _BY_CODE.get(code, BackendError)
+    return cls(f"{code}: {message}", code=code, retry_attempts=attempts)
+
+
 def _translate(exc: BaseException, key: str | None) -> KVStoreError | None:
     if isinstance(exc, ClientError):
-        code = error_code(exc)
-        message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
-        if code == "ConditionalCheckFailedException":
-            return ConditionFailed(key or "", message=f"condition failed for key {key!r}: {message}")
-        if code == "TransactionCanceledException":
-            reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-            return TransactionConflict(f"transaction cancelled: {message}", reasons=reasons)
-        cls = _BY_CODE.get(code, BackendError)
-        if cls is TransactionConflict:
-            return TransactionConflict(f"{code}: {message}")
-        return cls(f"{code}: {message}", code=code)
+        return _from_reply(exc, key)
     if isinstance(exc, NoCredentialsError):
         return ConfigError("no AWS credentials found (set access_key/secret_key or the AWS credential chain)")
     if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError | ReadTimeoutError):

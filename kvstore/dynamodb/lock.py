@@ -22,7 +22,7 @@ from typing import Any
 from kvstore.backend import Fence
 from kvstore.dynamodb.records import Item, item_key, new_version
 from kvstore.dynamodb.table import Table
-from kvstore.errors import BackendClosed, ConditionFailed
+from kvstore.errors import BackendClosed, ConditionFailed, LockRecordChanged
 from kvstore.keys import lock_key
 from kvstore.lease import LockRecord, LockStore
 
@@ -57,9 +57,7 @@ def _record_on_failure(exc: ConditionFailed) -> LockRecord | None:
 
     ``None`` when the item is missing or the engine did not send it back.
     """
-    response = getattr(exc.__cause__, "response", None)
-    item = response.get("Item") if isinstance(response, dict) else None
-    return _record(item) if item else None
+    return _record(exc.item) if exc.item else None
 
 
 def fence_condition(fence: Fence) -> dict[str, Any]:
@@ -129,8 +127,10 @@ class DynamoDBLockStore(LockStore):
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ConditionFailed as exc:
-            current = _record_on_failure(exc)
-            raise ConditionFailed(k, expected_version, current, message=f"lock {key!r} changed meanwhile") from exc
+            raise LockRecordChanged(
+                k, expected_version, _record_on_failure(exc), message=f"lock {key!r} changed meanwhile",
+                item=exc.item, retry_attempts=exc.retry_attempts,
+            ) from exc
         return _record(out["Attributes"])
 
     async def renew(self, key: str, *, identity: str) -> LockRecord | None:

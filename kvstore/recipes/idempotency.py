@@ -339,9 +339,7 @@ class IdempotencyStore:
                 versions = await self._backend.commit([Write(Operation.PUT, entry, expected)])
             except VersionConflict as exc:
                 last = exc
-                current = exc.current if isinstance(exc.current, VersionedEntry) else None
-                if current is None and exc.current is not None:
-                    current = await self._backend.get_versioned(rk)
+                current = exc.current
             except TransactionConflict as exc:
                 if not is_transient(exc):
                     raise
@@ -414,9 +412,7 @@ class IdempotencyStore:
         try:
             versions = await self._backend.commit([Write(Operation.PUT, entry, record.version)])
         except VersionConflict as exc:
-            current = exc.current if isinstance(exc.current, VersionedEntry) else None
-            if current is None and exc.current is not None:
-                current = await self._backend.get_versioned(entry.key)  # the conflict did not say
+            current = exc.current
             if current is None or current.entry.value != entry.value:
                 raise
             log.info("idempotency key %r: the completion landed although its reply was lost", record.key)

@@ -18,35 +18,8 @@ it a new version, so a plain put invalidates every CAS holder's token.
   TransactWriteItems on DynamoDB) that requires every key read to be unchanged. On conflict the
   block runs again.
 
-How a single conditional write travels on DynamoDB was chosen by measurement
-(``benchmarks/recipes_cas.py``; DynamoDB Local 3.3.1, one machine, 200 fresh keys per cell, median
-of 3 interleaved rounds). "txn" is one TransactWriteItems (conditional record Put + a Put per folder
-pointer); "ptr-first" is a pointer BatchWriteItem, then one conditional PutItem (at depth 1 there
-is no pointer: the PutItem alone). Figures are p50 ms / ops per second::
-
-    depth writers | create: txn    ptr-first    | update: txn    ptr-first    | put (plain)
-    1     1       |  1.94 / 394    1.32 / 734   |  1.94 / 505    1.36 / 697   |  1.35 / 660
-    1     16      |  26.0 / 583    16.6 / 959   |  23.8 / 584    18.1 / 732   |  16.8 / 818
-    3     1       |  2.43 / 311    3.02 / 266   |  2.42 / 355    2.95 / 301   |  1.66 / 582
-    3     16      |  39.6 / 374    37.2 / 375   |  45.6 / 345    35.9 / 435   |  18.8 / 743
-    6     1       |  2.82 / 300    3.31 / 256   |  2.89 / 299    3.31 / 282   |  1.96 / 324
-    6     16      |  61.7 / 269    44.0 / 363   |  41.9 / 373    40.4 / 397   |  26.0 / 591
-
-    conditional delete, txn vs one DeleteItem (before pruning, which both need):
-    depth 1: 1.90 / 515 vs 1.34 / 667;  depth 3, 16 writers: 26.9 / 456 vs 17.3 / 920
-
-Decision: pointers-first. ``DynamoDBBackend.commit`` sends a lone conditional write (no checks, no
-fence) without a transaction: pointers by BatchWriteItem, then the record by conditional PutItem
-(a delete: one conditional DeleteItem). It is faster without pointers (1.3 vs 1.9 ms) and with
-concurrent writers, and slower only for deep keys with a single writer (+0.5 ms, its second round
-trip). What Local cannot show weighs for it too: on DynamoDB a transaction costs two write units
-per item (a create at depth 6: 12 WCU instead of 6), and transactions touching the same item cancel
-each other (TransactionConflict), which every writer in one folder does, since they all write that
-folder's pointers (DynamoDB Local cancelled none in these runs). Multi-key commits (:func:`atomic`,
-fenced writes) still go as one transaction. The ``*-kvstore`` rows of the benchmark (the recipes
-themselves) match the pointers-first plan within noise. The price is that pointers land before the
-condition is checked: a refused create leaves only pointers the existing key needs anyway, and a
-refused update of a key deleted meanwhile prunes the pointers it wrote, as the delete would have.
+How a single conditional write travels on DynamoDB (pointers first, no transaction) was chosen by
+measurement: see benchmarks/README.md, "CAS: how a versioned write reaches DynamoDB".
 """
 
 from __future__ import annotations
@@ -162,14 +135,6 @@ async def delete_versioned(store: ConditionalBackend, key: str, *, if_version: s
     await store.commit([Write(Operation.DELETE, Entry(key), if_version)])
 
 
-def _conflict_state(exc: VersionConflict) -> tuple[bool, VersionedEntry | None]:
-    """``(known, current)`` from a conflict: whether the error says what the key holds now."""
-    current = exc.current
-    if current is None or isinstance(current, VersionedEntry):
-        return True, current
-    return False, None
-
-
 async def update(
     store: ConditionalBackend,
     key: str,
@@ -215,9 +180,8 @@ async def update(
             return VersionedEntry(entry, versions[key])
         except VersionConflict as exc:
             last = exc
-            known, seen = _conflict_state(exc)
-            if known and exc.key == key:
-                current = seen
+            if exc.key == key:
+                current = exc.current  # what the key holds now (None: absent)
             else:
                 reread = True
         except TransactionConflict as exc:
@@ -335,9 +299,8 @@ async def atomic(
             return result
         except VersionConflict as exc:
             last = exc
-            known, current = _conflict_state(exc)
             # The conflicting key's state is known fresh; the other keys are read again.
-            seed = {exc.key: current} if known else {}
+            seed = {exc.key: exc.current}
         except TransactionConflict as exc:
             if not is_transient(exc):
                 raise  # cancelled for a reason the next attempt meets again (see is_transient)
