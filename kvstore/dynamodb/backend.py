@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,7 +47,7 @@ from aiobotocore.session import get_session
 
 from kvstore.backend import ABSENT, Backend, Check, ConditionalBackend, Fence, HABackend, Lock, VersionedEntry, Write
 from kvstore.commits import coalesce, validate_commit
-from kvstore.dynamodb.config import DynamoDBConfig
+from kvstore.dynamodb.config import ConfigValue, DynamoDBConfig
 from kvstore.dynamodb.inflight import InFlight
 from kvstore.dynamodb.lock import DynamoDBLockStore, fence_condition
 from kvstore.dynamodb.pointers import FolderPointers
@@ -68,12 +70,13 @@ from kvstore.errors import (
     ConditionFailed,
     ConfigError,
     FenceRejected,
-    TransactionConflict,
+    TransactionCanceled,
     VersionConflict,
 )
 from kvstore.keys import folder_of, is_hidden, prefixes, split, validate_key, validate_prefix
 from kvstore.lease import LeaseLock
 from kvstore.limits import check_entry
+from kvstore.local import local_credentials
 from kvstore.permits import PermitPool
 
 __all__ = ["DynamoDBBackend"]
@@ -101,53 +104,48 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
 
     @classmethod
     async def create(
-        cls, conf: Mapping[str, str] | None = None, *, environ: Mapping[str, str] | None = None
+        cls,
+        conf: Mapping[str, ConfigValue] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        session: Any = None,
+        client: Any = None,
     ) -> DynamoDBBackend:
         """Open a client, create the table if it is missing, and wait until it is ACTIVE.
 
         ``conf`` takes Vault's DynamoDB keys (``table``, ``endpoint``, ``region``, ...); environment
-        variables override them (``environ`` replaces ``os.environ``, for tests).
+        variables override them (``environ`` replaces ``os.environ``, for tests). A loopback
+        endpoint (DynamoDB Local) with no credentials configured gets dummy ones, the same rule
+        as the CLI's (:mod:`kvstore.local`).
 
-        :raises ConfigError: an invalid configuration value or no credentials.
+        Bring your own connection, for a service that already has one (its credentials, profile,
+        region): ``session`` is an aiobotocore ``AioSession`` or an ``aioboto3.Session``, from which
+        the backend opens (and later closes) its client; ``client`` is an open aiobotocore DynamoDB
+        client, used as it is and never closed by the backend. With either, ``conf`` still names
+        the table and the backend's own settings; with ``client``, its endpoint, region,
+        credentials and timeouts are the client's.
+
+        :raises ConfigError: an invalid configuration value, both ``session`` and ``client``, or no
+            credentials.
         :raises EngineUnavailable: the endpoint cannot be reached.
         """
         config = DynamoDBConfig.from_mapping(conf, environ)
+        if session is not None and client is not None:
+            raise ConfigError("give a session or a client, not both")
+        if config.access_key and not config.secret_key:
+            raise ConfigError("access_key is set but secret_key is not")
+        env = os.environ if environ is None else environ
+        local = local_credentials(config.endpoint, {"access_key": config.access_key or ""}, env)
+        if local and session is None and client is None:
+            config = dataclasses.replace(config, access_key=local["access_key"], secret_key=local["secret_key"])
         stack = contextlib.AsyncExitStack()
         try:
-            session = get_session()
-            if config.access_key and not config.secret_key:
-                raise ConfigError("access_key is set but secret_key is not")
-            retries: dict[str, Any] = {"mode": "standard"}
-            if config.max_retries is not None:
-                retries["total_max_attempts"] = config.max_retries + 1
-            client_config = AioConfig(
-                # aiohttp's pool defaults to 10 connections and queues the rest silently: match it
-                # to the permit pool so max_parallel requests really are in flight at once.
-                max_pool_connections=config.max_parallel,
-                connect_timeout=config.connect_timeout,
-                read_timeout=config.read_timeout,
-                retries=retries,
-            )
-            client = await stack.enter_async_context(
-                session.create_client(
-                    "dynamodb",
-                    region_name=config.region,
-                    endpoint_url=config.endpoint,
-                    aws_access_key_id=config.access_key,
-                    aws_secret_access_key=config.secret_key,
-                    aws_session_token=config.session_token,
-                    config=client_config,
-                )
-            )
-            if config.access_key:
-                method = "the access_key/secret_key config"
-            else:
-                # Ask the standard chain which source it chose (env, profile, container, IMDS...).
-                creds = await session.get_credentials()
-                method = getattr(creds, "method", None) or "nowhere (no credentials found)"
+            if client is None:
+                client = await stack.enter_async_context(_open_client(config, session))
             log.info(
                 "DynamoDB backend: table %s, region %s, endpoint %s, credentials from %s",
-                config.table, config.region, config.endpoint or "AWS default", method,
+                config.table, config.region, config.endpoint or "AWS default",
+                await _credential_source(config, session, client),
             )
             table = Table(client, config.table, PermitPool(config.max_parallel))
             await table.ensure(config)
@@ -314,9 +312,10 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         watch_interval: float | None = None,
         retry_interval: float | None = None,
     ) -> Lock:
-        self._check_open()
-        timings = self._config.lock_timings.override(ttl, renew_interval, watch_interval, retry_interval)
-        return LeaseLock(self._locks, key, value, timings)
+        return LeaseLock.from_overrides(
+            self._locks, key, value, self._config.lock_timings,
+            ttl=ttl, renew_interval=renew_interval, watch_interval=watch_interval, retry_interval=retry_interval,
+        )
 
     # -- ConditionalBackend -----------------------------------------------------------------
 
@@ -389,7 +388,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         clean = await self._write_pointers(put_keys)
         try:
             await self._table.call("transact_write_items", TransactItems=items)
-        except TransactionConflict as exc:
+        except TransactionCanceled as exc:
             if not _landed_anyway(exc, owners, versions):
                 try:
                     await self._explain_cancellation(exc, owners)
@@ -444,13 +443,11 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             else:
                 await self._table.call("delete_item", key=key, Key=item_key(key), **cond)
         except ConditionFailed as exc:
-            cause = exc.__cause__
-            old = cause.response.get("Item") if cause is not None and hasattr(cause, "response") else None
-            conflict = await self._version_conflict(key, w.if_version, old)
+            conflict = await self._version_conflict(key, w.if_version, exc.item)
             if w.operation is Operation.PUT and conflict.current is not None and conflict.current.version == version:
                 await self._pointers.after_write([key], started=started, clean=False)
                 return {key: version}  # our own write, found by the SDK's retry
-            if w.operation is Operation.DELETE and conflict.current is None and _sdk_retried(cause):
+            if w.operation is Operation.DELETE and conflict.current is None and bool(exc.retry_attempts):
                 # The key is gone and an earlier sending of this very delete may have landed: the
                 # state it asked for holds, so report success (a delete leaves no token to check).
                 await self._prune_after_delete(_folder(key))
@@ -483,14 +480,10 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             f"{_show(current.version) if current else 'no key'}",
         )
 
-    async def _explain_cancellation(self, exc: TransactionConflict, owners: builtins.list[tuple[str, Any]]) -> None:
+    async def _explain_cancellation(self, exc: TransactionCanceled, owners: builtins.list[tuple[str, Any]]) -> None:
         """Turn a cancelled transaction into VersionConflict / FenceRejected when a condition failed."""
-        cause = exc.__cause__
-        reasons: builtins.list[dict[str, Any]] = []
-        if cause is not None and hasattr(cause, "response"):
-            reasons = list(cause.response.get("CancellationReasons", []))
-        for i, reason in enumerate(reasons[: len(owners)]):
-            if reason.get("Code") != "ConditionalCheckFailed":
+        for i, reason in enumerate(exc.cancellation_reasons[: len(owners)]):
+            if reason.code != "ConditionalCheckFailed":
                 continue
             key, expected = owners[i]
             if isinstance(expected, Fence):
@@ -498,13 +491,55 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
                     expected.lock, expected.token, None,
                     message=f"fencing token {expected.token} of lock {expected.lock!r} is no longer current",
                 ) from exc
-            raise await self._version_conflict(key, expected, reason.get("Item")) from exc
+            raise await self._version_conflict(key, expected, reason.item) from exc
 
 
-def _sdk_retried(cause: BaseException | None) -> bool:
-    """Whether the SDK sent the request that failed more than once (so an earlier try may have landed)."""
-    response = getattr(cause, "response", None)
-    return isinstance(response, dict) and bool(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+def _open_client(config: DynamoDBConfig, session: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+    """An async context manager that opens (and closes) a DynamoDB client as ``config`` says.
+
+    ``session``: ``None`` (a fresh aiobotocore session and the standard credential chain), an
+    aiobotocore ``AioSession`` (``create_client``) or an ``aioboto3.Session`` (``client``).
+    """
+    retries: dict[str, Any] = {"mode": "standard"}
+    if config.max_retries is not None:
+        retries["total_max_attempts"] = config.max_retries + 1
+    params: dict[str, Any] = {
+        "region_name": config.region,
+        "endpoint_url": config.endpoint,
+        "aws_access_key_id": config.access_key,
+        "aws_secret_access_key": config.secret_key,
+        "aws_session_token": config.session_token,
+        "config": AioConfig(
+            # aiohttp's pool defaults to 10 connections and queues the rest silently: match it
+            # to the permit pool so max_parallel requests really are in flight at once.
+            max_pool_connections=config.max_parallel,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            retries=retries,
+        ),
+    }
+    if session is None:
+        session = get_session()
+    if hasattr(session, "create_client"):
+        opened: contextlib.AbstractAsyncContextManager[Any] = session.create_client("dynamodb", **params)
+    elif hasattr(session, "client"):
+        opened = session.client("dynamodb", **params)
+    else:
+        raise ConfigError(
+            f"session must be an aiobotocore AioSession or an aioboto3 Session, not {type(session).__name__}"
+        )
+    return opened
+
+
+async def _credential_source(config: DynamoDBConfig, session: Any, client: Any) -> str:
+    """Where the client's credentials come from, for the log line (never the secret itself)."""
+    if config.access_key:
+        return "the access_key/secret_key config"
+    if client is None or session is not None:
+        with contextlib.suppress(Exception):
+            creds = await (session if hasattr(session, "get_credentials") else get_session()).get_credentials()
+            return str(getattr(creds, "method", None) or "nowhere (no credentials found)")
+    return "the given session or client"
 
 
 def _folder(key: str) -> str:
@@ -512,17 +547,15 @@ def _folder(key: str) -> str:
     return key.rpartition("/")[0]
 
 
-def _landed_anyway(exc: TransactionConflict, owners: builtins.list[tuple[str, Any]], versions: dict[str, str]) -> bool:
+def _landed_anyway(exc: TransactionCanceled, owners: builtins.list[tuple[str, Any]], versions: dict[str, str]) -> bool:
     """Whether a cancelled transaction is the SDK's retry of one that landed (its reply was lost).
 
     A condition of the retry failed on an item that carries the version this very transaction
     wrote: transactions are atomic, so all of it landed.
     """
-    cause = exc.__cause__
-    reasons = cause.response.get("CancellationReasons", []) if cause is not None and hasattr(cause, "response") else []
-    for (key, _), reason in zip(owners, reasons, strict=False):
-        item = reason.get("Item")
-        if reason.get("Code") == "ConditionalCheckFailed" and item and version_of(item) == versions.get(key):
+    for (key, _), reason in zip(owners, exc.cancellation_reasons, strict=False):
+        item = reason.item
+        if reason.code == "ConditionalCheckFailed" and item and version_of(item) == versions.get(key):
             return True
     return False
 

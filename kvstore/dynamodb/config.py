@@ -16,7 +16,10 @@ from kvstore.errors import ConfigError
 from kvstore.lease import DEFAULT_TIMINGS, LockTimings
 from kvstore.permits import DEFAULT_PERMITS
 
-__all__ = ["DEFAULT_REGION", "DEFAULT_TABLE", "ENV_VARS", "DynamoDBConfig"]
+__all__ = ["DEFAULT_REGION", "DEFAULT_TABLE", "ENV_VARS", "ConfigValue", "DynamoDBConfig"]
+
+ConfigValue = str | int | float | bool
+"""What a config mapping may hold: Vault's strings, or a number / flag where the key means one."""
 
 DEFAULT_TABLE = "vault-dynamodb-backend"
 DEFAULT_REGION = "us-east-1"
@@ -75,26 +78,26 @@ class DynamoDBConfig:
 
     @classmethod
     def from_mapping(
-        cls, conf: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+        cls, conf: Mapping[str, ConfigValue] | None = None, environ: Mapping[str, str] | None = None
     ) -> DynamoDBConfig:
         """Build from Vault-style ``conf`` keys, with environment variables taking precedence.
 
+        Values are strings, as in Vault's config; numbers and booleans are accepted where the
+        key means one (``{"max_parallel": 64, "ha_enabled": True}``).
+
         :raises ConfigError: an unknown key or an invalid value.
         """
-        conf = dict(conf or {})
         env = os.environ if environ is None else environ
-        unknown = sorted(set(conf) - _KNOWN_KEYS)
+        unknown = sorted(set(conf or {}) - _KNOWN_KEYS)
         if unknown:
             raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
-        for k, v in conf.items():
-            if not isinstance(v, str):
-                raise ConfigError(f"config value for {k!r} must be a string, not {type(v).__name__}")
+        text = {k: _as_text(k, v) for k, v in (conf or {}).items()}
 
         def pick(key: str) -> str | None:
             for name in ENV_VARS.get(key, ()):
                 if env.get(name):
                     return env[name]
-            v = conf.get(key)
+            v = text.get(key)
             return v if v not in (None, "") else None
 
         table = pick("table") or DEFAULT_TABLE
@@ -136,6 +139,31 @@ class DynamoDBConfig:
             table_active_timeout=_seconds("table active timeout", pick("table_active_timeout")) or 120.0,
             create_table=_bool("create_table", pick("create_table"), default=True),
         )
+
+
+#: Keys whose value is a number or a flag, so that an ``int``/``float``/``bool`` is accepted as well
+#: as its string (the others -- names, URLs, credentials -- must be strings).
+_NON_TEXT_KEYS = frozenset(
+    {
+        "read_capacity", "write_capacity", "dynamodb_max_retries", "ha_enabled", "max_parallel",
+        "lock_ttl", "lock_renew_interval", "lock_retry_interval", "lock_watch_interval",
+        "write_deadline", "connect_timeout", "read_timeout", "table_active_timeout", "create_table",
+    }
+)
+_FLAGS = frozenset({"ha_enabled", "create_table"})
+
+
+def _as_text(key: str, value: object) -> str:
+    """``value`` as the string Vault's config would hold; a typed value only where it fits the key."""
+    if isinstance(value, str):
+        return value
+    if key in _NON_TEXT_KEYS:
+        if isinstance(value, bool):
+            if key in _FLAGS:
+                return "true" if value else "false"
+        elif isinstance(value, int | float):
+            return repr(value) if isinstance(value, float) else str(value)
+    raise ConfigError(f"config value for {key!r} must be a string, not {type(value).__name__}")
 
 
 def _int(what: str, raw: str | None, default: int, *, minimum: int) -> int:
