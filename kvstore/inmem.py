@@ -31,9 +31,9 @@ from kvstore.commits import coalesce, validate_commit
 from kvstore.entry import Entry, Operation, TxnEntry
 from kvstore.errors import (
     BackendClosed,
-    ConditionFailed,
     FenceRejected,
     InvalidValue,
+    LockRecordChanged,
     VersionConflict,
 )
 from kvstore.keys import is_hidden, lock_key, validate_key, validate_prefix
@@ -79,7 +79,7 @@ class _InmemLockStore(LockStore):
         k = lock_key(key)
         rec = self._records.get(k)
         if (rec.version if rec else None) != expected_version:
-            raise ConditionFailed(k, expected_version, rec)
+            raise LockRecordChanged(k, expected_version, rec)
         new = LockRecord(identity, value, self._version(), (rec.fence if rec else 0) + 1, ttl)
         self._records[k] = new
         return new

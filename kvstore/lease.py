@@ -76,6 +76,7 @@ from kvstore.errors import (
     KVStoreError,
     LockError,
     LockNotHeld,
+    LockRecordChanged,
     UsageError,
     ValueTooLarge,
     is_transient,
@@ -255,8 +256,8 @@ class LockStore(ABC):
         """Grant the lock: new version, fencing counter + 1; only if the record still has
         ``expected_version`` (``None``: only if there is no record).
 
-        :raises ConditionFailed: the record changed meanwhile; ``current`` is the record found
-            (a :class:`LockRecord`) when the store can tell, so a caller sees its own landed write.
+        :raises LockRecordChanged: the record changed meanwhile; ``current`` is the record found
+            (``None`` when the store cannot tell), so a caller sees its own landed write.
         """
 
     @abstractmethod
@@ -567,9 +568,9 @@ class LeaseLock(Lock):
                     ttl=self._timings.ttl,
                     expected_version=expected,
                 )
-            except ConditionFailed as exc:
+            except LockRecordChanged as exc:
                 current = exc.current
-                if isinstance(current, LockRecord) and current.identity == self._identity:
+                if current is not None and current.identity == self._identity:
                     # The record moved, but in our own name: an earlier attempt of this request
                     # landed (the SDK retried after a lost reply) or a late renewal of an earlier
                     # grant did. Nobody else holds it, so take a fresh grant on what is there.
