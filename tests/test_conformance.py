@@ -8,6 +8,7 @@ from kvstore.testing import (
     exercise_backend,
     exercise_backend_list_prefix,
     exercise_bad_input,
+    exercise_conditional_backend,
     exercise_ha_backend,
     exercise_key_namespace,
     exercise_same_name_key_and_folder,
@@ -49,3 +50,7 @@ async def test_ha_two_dynamodb_clients(dynamo: DynamoDBBackend, dynamodb_conf: d
     # Two separate clients on one table behave like two nodes.
     async with await DynamoDBBackend.create(dynamodb_conf) as other:
         await exercise_ha_backend(dynamo, other)
+
+
+async def test_conditional_backend(backend: Backends) -> None:
+    await exercise_conditional_backend(backend)

@@ -17,16 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-from kvstore.backend import Backend, Check, ConditionalBackend, HABackend, Write
+from kvstore.backend import ABSENT, Backend, Check, ConditionalBackend, Fence, HABackend, Write
 from kvstore.entry import Entry, Operation, TxnEntry
-from kvstore.errors import InvalidKey, InvalidValue, TransactionTooLarge, ValueTooLarge
+from kvstore.errors import (
+    FenceRejected,
+    InvalidKey,
+    InvalidValue,
+    TransactionTooLarge,
+    ValueTooLarge,
+    VersionConflict,
+)
 
 __all__ = [
     "exercise_backend",
     "exercise_backend_list_prefix",
     "exercise_bad_input",
+    "exercise_conditional_backend",
     "exercise_ha_backend",
     "exercise_key_namespace",
     "exercise_same_name_key_and_folder",
@@ -174,6 +182,152 @@ async def exercise_transactional_backend(b: Backend) -> None:
     # An empty transaction is a no-op.
     await b.transaction([])
     _eq(await b.list(""), [], "an empty transaction changes nothing")
+
+
+async def _conflict(what: str, call: Callable[[], Awaitable[object]]) -> VersionConflict:
+    """Assert that ``call()`` raises :class:`VersionConflict` and return it."""
+    try:
+        await call()
+    except VersionConflict as exc:
+        return exc
+    raise AssertionError(f"{what} must raise VersionConflict")
+
+
+async def exercise_conditional_backend(b: ConditionalBackend) -> None:
+    """ConditionalBackend.commit: versions, ABSENT creates, conflicts, checks, fences and limits.
+
+    ``b`` must also be a :class:`Backend` (the data API sets keys up and shows what a refused
+    commit left); fences are exercised when it is an :class:`HABackend` too.
+    """
+    if not isinstance(b, Backend):
+        raise TypeError("exercise_conditional_backend needs a backend that is also a Backend")
+    _eq(await b.get_versioned("v/k"), None, "get_versioned of a missing key")
+
+    # Every write gives a new version, even one that writes the same value again.
+    await b.put(Entry("v/k", b"1"))
+    first = await b.get_versioned("v/k")
+    await b.put(Entry("v/k", b"1"))
+    second = await b.get_versioned("v/k")
+    assert first is not None and second is not None, "get_versioned reads what put wrote"
+    assert first.version != second.version, "rewriting the same value still gives a new version"
+    _eq(second.entry, Entry("v/k", b"1"), "get_versioned carries the entry")
+
+    # commit returns the new version of each put key: the one a versioned read then sees.
+    versions = await b.commit([Write(Operation.PUT, Entry("v/k", b"2"), if_version=second.version)])
+    third = await b.get_versioned("v/k")
+    assert third is not None, "a versioned put keeps the key"
+    _eq(versions, {"v/k": third.version}, "commit returns the version it wrote")
+    _eq(third.entry, Entry("v/k", b"2"), "a commit with the current version writes")
+
+    # A stale version is refused, names the key, reports what is there, and writes nothing.
+    stale = await _conflict("a commit with a stale version", lambda: b.commit(
+        [Write(Operation.PUT, Entry("v/k", b"stale"), if_version=second.version)]))
+    _eq(stale.key, "v/k", "VersionConflict names the key")
+    assert stale.current is not None and stale.current.entry == Entry("v/k", b"2"), (
+        f"VersionConflict reports the key's current entry, got {stale.current!r}")
+    _eq(await b.get("v/k"), Entry("v/k", b"2"), "a refused commit leaves the value")
+
+    # ABSENT: create-only. It writes a missing key and refuses an existing one.
+    await _conflict("an ABSENT create of an existing key", lambda: b.commit(
+        [Write(Operation.PUT, Entry("v/k", b"again"), if_version=ABSENT)]))
+    created = await b.commit([Write(Operation.PUT, Entry("v/new", b"n"), if_version=ABSENT)])
+    _eq(set(created), {"v/new"}, "an ABSENT create returns the new key's version")
+    _eq(await b.get("v/new"), Entry("v/new", b"n"), "an ABSENT create of a missing key writes")
+
+    # A versioned delete: refused with a stale version, applied with the current one.
+    await _conflict("a delete with a stale version", lambda: b.commit(
+        [Write(Operation.DELETE, Entry("v/new"), if_version=second.version)]))
+    _eq(await b.get("v/new"), Entry("v/new", b"n"), "a refused delete keeps the key")
+    new = await b.get_versioned("v/new")
+    assert new is not None, "the created key is readable with its version"
+    _eq(await b.commit([Write(Operation.DELETE, Entry("v/new"), if_version=new.version)]), {},
+        "a delete returns no version")
+    _eq(await b.get("v/new"), None, "a delete with the current version removes the key")
+    await b.delete("v/k")
+
+    # All or nothing: one refused write refuses the commit, with no folder pointer left behind.
+    await b.put(Entry("keep/k", b"1"))
+    refused = await _conflict("a commit with one stale write", lambda: b.commit([
+        Write(Operation.PUT, Entry("new/deep/k", b"x"), if_version=ABSENT),
+        Write(Operation.PUT, Entry("keep/k", b"2"), if_version="not-the-version"),
+    ]))
+    _eq(refused.key, "keep/k", "VersionConflict names the write that failed")
+    assert refused.current is not None and refused.current.entry == Entry("keep/k", b"1"), (
+        f"VersionConflict reports the current entry, got {refused.current!r}")
+    _eq(await b.get("new/deep/k"), None, "a refused commit writes none of its writes")
+    _eq(await b.list(""), ["keep/"], "a refused commit leaves no empty folder")
+    await b.delete("keep/k")
+
+    # Checks guard keys a commit only read.
+    await b.put(Entry("cfg/limit", b"10"))
+    read = await b.get_versioned("cfg/limit")
+    assert read is not None, "the checked key is readable"
+    await b.commit([Write(Operation.PUT, Entry("out/a", b"ok"))], [Check("cfg/limit", read.version)])
+    _eq(await b.get("out/a"), Entry("out/a", b"ok"), "a commit whose check holds writes")
+    await b.put(Entry("cfg/limit", b"11"))
+    checked = await _conflict("a commit checking a changed key", lambda: b.commit(
+        [Write(Operation.PUT, Entry("out/a", b"stale"))], [Check("cfg/limit", read.version)]))
+    _eq(checked.key, "cfg/limit", "VersionConflict names the check that failed")
+    _eq(await b.get("out/a"), Entry("out/a", b"ok"), "a commit whose check failed writes nothing")
+    await b.commit([Write(Operation.PUT, Entry("out/b", b"ok"))], [Check("cfg/missing", ABSENT)])
+    _eq(await b.get("out/b"), Entry("out/b", b"ok"), "an ABSENT check of a missing key holds")
+    await _conflict("an ABSENT check of an existing key", lambda: b.commit(
+        [Write(Operation.PUT, Entry("out/b", b"stale"))], [Check("cfg/limit", ABSENT)]))
+    for key in ("cfg/limit", "out/a", "out/b"):
+        await b.delete(key)
+
+    # A key is named once per commit, as a write or as a check.
+    twice: list[tuple[str, Sequence[Write], Sequence[Check]]] = [
+        ("a key written and checked", [Write(Operation.PUT, Entry("k", b"1"))], [Check("k", ABSENT)]),
+        ("a key written twice", [Write(Operation.PUT, Entry("k", b"1")), Write(Operation.DELETE, Entry("k"))], []),
+    ]
+    for what, writes, checks in twice:
+        try:
+            await b.commit(writes, checks)
+        except InvalidValue:
+            pass
+        else:
+            raise AssertionError(f"a commit with {what} must raise InvalidValue")
+
+    # The item limit counts the caller's items, not folder pointers; a fence is an item too.
+    await b.transaction([TxnEntry(Operation.PUT, Entry(f"bulk/{i:03d}", b"x")) for i in range(100)])
+    _eq(len(await b.list("bulk/")), 100, "100 puts into one folder fit one transaction")
+    try:
+        await b.commit([Write(Operation.PUT, Entry(f"f/{i}", b"x")) for i in range(100)], fence=Fence("leader", 1))
+    except TransactionTooLarge:
+        pass
+    else:
+        raise AssertionError("100 writes plus a fence must raise TransactionTooLarge")
+    await b.transaction([TxnEntry(Operation.DELETE, Entry(f"bulk/{i:03d}")) for i in range(100)])
+
+    if isinstance(b, HABackend):
+        # A fence holds while its grant is the lock's current one, and not a moment longer.
+        timing = {"ttl": 2.0, "renew_interval": 0.5, "watch_interval": 0.5, "retry_interval": 0.1}
+        lock = b.lock_with("fenced/leader", "n1", **timing)
+        await lock.lock()
+        try:
+            fence = Fence("fenced/leader", lock.fencing_token)
+            await b.commit([Write(Operation.PUT, Entry("fenced/out", b"1"))], fence=fence)
+            _eq(await b.get("fenced/out"), Entry("fenced/out", b"1"), "a commit under the current fence writes")
+            try:
+                await b.commit([Write(Operation.PUT, Entry("fenced/out", b"x"))],
+                               fence=Fence("fenced/leader", lock.fencing_token + 1))
+            except FenceRejected:
+                pass
+            else:
+                raise AssertionError("a commit under a token that is not the current one must raise FenceRejected")
+        finally:
+            await lock.unlock()
+        try:
+            await b.commit([Write(Operation.PUT, Entry("fenced/out", b"2"))], fence=fence)
+        except FenceRejected:
+            pass
+        else:
+            raise AssertionError("a commit under a released lock's fence must raise FenceRejected")
+        _eq(await b.get("fenced/out"), Entry("fenced/out", b"1"), "a fenced-out commit writes nothing")
+        await b.delete("fenced/out")
+
+    _eq(await b.list(""), [], "the store is empty again")
 
 
 async def exercise_bad_input(b: Backend) -> None:
