@@ -1,8 +1,8 @@
 """``python -m benchmarks``: parse options, run the benchmark, print the ratios table.
 
-Without ``--endpoint`` it starts DynamoDB Local for the run (kvstore.engine.LocalEngine). The exit
-status is 0 when every target ran every cell without errors, 1 otherwise (a target that could not
-be opened, a failed cell, operations that raised), 2 for bad options.
+Without ``--endpoint`` it starts DynamoDB Local for the run. ``kvstore bench`` calls :func:`main`.
+The exit status is 0 when every target ran every cell without errors, 1 otherwise (a target that
+could not be opened, a failed cell, operations that raised), 2 for bad options.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
-from benchmarks.config import TARGETS, WORKLOADS, BenchConfig, quick_config, standard_config
-from benchmarks.harness import RESULTS_DIR, run_benchmarks
+from benchmarks.runner import RESULTS_DIR, run_benchmarks
+from benchmarks.workloads import TARGETS, WORKLOADS, BenchConfig, quick_config, standard_config
 
 __all__ = ["main", "parser"]
 
@@ -61,12 +61,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=_int_list, help="concurrency levels of the main sweep, e.g. 1,64")
     p.add_argument("--depths", type=_int_list, help="key depths of the depth sweep (1-8; 'none' to skip)")
     p.add_argument("--value-sizes", type=_int_list, help="value sizes of the size sweep (100,10k,100k; 'none' skips)")
-    p.add_argument("--depth", type=int, help="key depth of the concurrency sweep (default 3)")
-    p.add_argument("--value-size", type=_size, help="value size of the concurrency sweep (default 1024)")
+    p.add_argument("--depth", dest="base_depth", metavar="DEPTH", type=int,
+                   help="key depth of the concurrency sweep (default 3)")
+    p.add_argument("--value-size", dest="base_value_size", metavar="SIZE", type=_size,
+                   help="value size of the concurrency sweep (default 1024)")
     p.add_argument("--sweep-concurrency", type=int, help="concurrency of the depth and size sweeps")
     p.add_argument("--keys", type=int, help="keys (= timed operations) per cell of the concurrency sweep")
     p.add_argument("--sweep-keys", type=int, help="keys per cell of the depth and size sweeps")
-    p.add_argument("--latency-ms", type=float, help="add this latency per request (kvstore.testing.faults.FaultProxy)")
+    p.add_argument("--latency-ms", type=float, help="add this latency per request (through a FaultProxy)")
     p.add_argument("--max-parallel", type=int, help="kvstore's max_parallel and raw's connection pool (default 128)")
     p.add_argument("--seed", type=int, help="seed of the operation plans")
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
@@ -75,28 +77,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-_FIELDS = {
-    "workloads": "workloads",
-    "targets": "targets",
-    "concurrency": "concurrency",
-    "depths": "depths",
-    "value_sizes": "value_sizes",
-    "depth": "base_depth",
-    "value_size": "base_value_size",
-    "sweep_concurrency": "sweep_concurrency",
-    "keys": "keys",
-    "sweep_keys": "sweep_keys",
-    "latency_ms": "latency_ms",
-    "max_parallel": "max_parallel",
-    "seed": "seed",
-}
-
-
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """The standard (or quick) configuration with the options given on the command line."""
     base = quick_config() if args.quick else standard_config()
-    overrides = {field: getattr(args, opt) for opt, field in _FIELDS.items() if getattr(args, opt) is not None}
-    return replace(base, **overrides)
+    names = [f.name for f in fields(BenchConfig) if f.name not in ("quick", "label")]
+    return replace(base, **{n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = report.data
     engine = data["engine"]
     print(
-        f"\nrun {data['run_id']} ({config.label}), {data['duration_s']} s; engine {engine.get('name') or '?'} "
-        f"{engine.get('version') or '?'}; data path {data['data_path']['via']}"
+        f"\nrun {data['run_id']} ({config.label}), {data['duration_s']} s; engine "
+        f"{engine.get('package') or engine['endpoint']}; data path {data['data_path']['via']}"
         + (f" +{config.latency_ms:g} ms" if config.latency_ms else "")
     )
     print("ratios are kvstore/raw: ops/s above 1 and p95/req/items below 1 favour kvstore\n")

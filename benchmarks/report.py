@@ -1,22 +1,27 @@
-"""Turn cell results into the run's report: kvstore/raw ratios, the JSON files, a short table.
+"""Turn cell results into the report: percentiles, kvstore/raw ratios, JSON, a text table, PNG plots.
 
-Ratios are always kvstore divided by raw, so for throughput above 1 is better than raw and for
-latency, requests, items and memory below 1 is better. A ratio is None when either side is
-missing (a target that failed to open, a cell that failed).
+Ratios are always kvstore divided by raw: for throughput above 1 favours kvstore, for latency,
+CPU, requests and items below 1 does. A ratio is None when either side is missing (a target that
+could not be opened, a cell that failed). matplotlib is imported only to plot, with the Agg backend.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import shutil
-from collections.abc import Iterable, Mapping
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.stats import ratio
+from benchmarks.workloads import SWEEP_WORKLOADS, WORKLOADS
 
-__all__ = ["FIGURES", "compare", "figures", "format_table", "round_ratios", "write_json"]
+__all__ = ["FIGURES", "compare", "environment", "format_table", "latency_summary", "percentile", "ratio",
+           "round_ratios", "write_json", "write_plots"]
 
 #: The figures compared per cell, and where each lives in a cell result.
 FIGURES: dict[str, tuple[str, ...]] = {
@@ -28,31 +33,44 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "requests_per_op": ("wire", "requests_per_op"),
     "items_per_op": ("wire", "items_per_op"),
     "bytes_per_op": ("wire", "bytes_per_op"),
-    "peak_rss_mb": ("peak_rss_mb",),
 }
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of ascending values, an observed value; NaN if empty."""
+    if not sorted_values:
+        return math.nan
+    return float(sorted_values[min(max(1, math.ceil(q / 100 * len(sorted_values))), len(sorted_values)) - 1])
+
+
+def latency_summary(latencies_ns: Sequence[int]) -> dict[str, float]:
+    """p50/p95/p99/mean/max in milliseconds."""
+    ms = sorted(v / 1e6 for v in latencies_ns)
+    if not ms:
+        return dict.fromkeys(("p50", "p95", "p99", "mean", "max"), math.nan)
+    out = {f"p{q}": round(percentile(ms, q), 3) for q in (50, 95, 99)}
+    return {**out, "mean": round(sum(ms) / len(ms), 3), "max": round(ms[-1], 3)}
+
+
+def ratio(kvstore: float | None, raw: float | None) -> float | None:
+    """kvstore / raw rounded to 3 places; None when either side is missing or raw is zero."""
+    if kvstore is None or raw is None or raw == 0 or math.isnan(kvstore) or math.isnan(raw):
+        return None
+    return round(kvstore / raw, 3)
 
 
 def _dig(doc: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
     cur: Any = doc
     for part in path:
-        if not isinstance(cur, Mapping) or part not in cur:
-            return None
-        cur = cur[part]
-    if isinstance(cur, int | float) and not (isinstance(cur, float) and math.isnan(cur)):
-        return float(cur)
-    return None
-
-
-def figures(cell: Mapping[str, Any]) -> dict[str, float | None]:
-    """The comparable figures of one cell result."""
-    return {name: _dig(cell, path) for name, path in FIGURES.items()}
+        cur = cur.get(part) if isinstance(cur, Mapping) else None
+    ok = isinstance(cur, int | float) and not (isinstance(cur, float) and math.isnan(cur))
+    return float(cur) if ok else None
 
 
 def round_ratios(kvstore: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, float] | None:
-    """Throughput ratio of each pair of rounds (kvstore's round i against raw's round i).
+    """Throughput ratio of each pair of rounds (they ran back to back): median, min and max.
 
-    The rounds of a pair ran back to back, so their ratio is barely touched by load that comes
-    and goes on a shared machine; the spread between pairs shows how noisy the run was.
+    A pair is barely touched by load that comes and goes; the spread shows how noisy the run was.
     """
     kv, rw = kvstore.get("ops_per_s_rounds") or [], raw.get("ops_per_s_rounds") or []
     if not kv or len(kv) != len(rw) or not all(rw):
@@ -69,29 +87,18 @@ def compare(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for cell in results:
         grouped.setdefault((cell["scenario"], cell["workload"]), {})[cell["target"]] = cell
     out: list[dict[str, Any]] = []
-    for (scenario, workload), by_target in grouped.items():
-        any_cell = next(iter(by_target.values()))
-        kv = figures(by_target["kvstore"]) if "kvstore" in by_target else {}
-        raw = figures(by_target["raw"]) if "raw" in by_target else {}
-        out.append(
-            {
-                "scenario": scenario,
-                "workload": workload,
-                "depth": any_cell["depth"],
-                "value_size": any_cell["value_size"],
-                "concurrency": any_cell["concurrency"],
-                "keys": any_cell["keys"],
-                "sweeps": any_cell["sweeps"],
-                "kvstore": kv or None,
-                "raw": raw or None,
-                "ratio": {name: ratio(kv.get(name), raw.get(name)) for name in FIGURES},
-                "ops_per_s_round_ratio": (
-                    round_ratios(by_target["kvstore"], by_target["raw"])
-                    if "kvstore" in by_target and "raw" in by_target
-                    else None
-                ),
-            }
-        )
+    for (scenario, workload), by in grouped.items():
+        any_cell = next(iter(by.values()))
+        kv, raw = ({n: _dig(by[t], p) for n, p in FIGURES.items()} if t in by else {} for t in ("kvstore", "raw"))
+        out.append({
+            "scenario": scenario,
+            "workload": workload,
+            **{k: any_cell[k] for k in ("depth", "value_size", "concurrency", "keys", "sweeps")},
+            "kvstore": kv or None,
+            "raw": raw or None,
+            "ratio": {name: ratio(kv.get(name), raw.get(name)) for name in FIGURES},
+            "ops_per_s_round_ratio": round_ratios(by["kvstore"], by["raw"]) if kv and raw else None,
+        })
     return out
 
 
@@ -116,46 +123,152 @@ def write_json(doc: Mapping[str, Any], results_dir: Path, run_id: str) -> Path:
 
 
 def _num(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return "-"
-    if digits == 0:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
+    return "-" if value is None else f"{value:,.0f}" if digits == 0 else f"{value:.{digits}f}"
 
 
-def _ratio(value: float | None) -> str:
+def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
 def format_table(comparisons: Iterable[Mapping[str, Any]]) -> str:
-    """A plain-text table: per cell, throughput, p95, client CPU ms/op, requests and items per op.
+    """Per cell: ops/s, p95, client CPU ms/op (kvstore, raw, ratio), requests and items per op.
 
-    ``rounds`` is the lowest and highest throughput ratio of the paired rounds: a wide range means
-    the machine was noisy and the cell's ratio should not be read to two decimals. ``req`` and
-    ``items`` are per operation, kvstore/raw.
+    ``rounds`` is the lowest-highest throughput ratio over the paired rounds: a wide range means
+    the machine was noisy and the ratio should not be read to two decimals.
     """
-    header = (
-        f"{'workload':<8} {'conc':>4} {'dep':>3} {'value':>6} | "
-        f"{'ops/s kv':>8} {'raw':>6} {'ratio':>6} {'rounds':>9} | "
-        f"{'p95ms kv':>8} {'raw':>6} {'ratio':>6} | "
-        f"{'cpu/op kv':>9} {'raw':>5} {'ratio':>6} | "
-        f"{'req kv/raw':>10} | {'items kv/raw':>12}"
-    )
+    header = (f"{'workload':<8} {'conc':>4} {'dep':>3} {'value':>6} | {'ops/s kv':>8} {'raw':>6} {'ratio':>6} "
+              f"{'rounds':>9} | {'p95ms kv':>8} {'raw':>6} {'ratio':>6} | {'cpu/op kv':>9} {'raw':>5} "
+              f"{'ratio':>6} | {'req kv/raw':>10} | {'items kv/raw':>12}")
     lines = [header, "-" * len(header)]
     for c in comparisons:
-        kv = c["kvstore"] or {}
-        raw = c["raw"] or {}
-        r = c["ratio"]
-        rr = c.get("ops_per_s_round_ratio")
+        kv, raw, r, rr = c["kvstore"] or {}, c["raw"] or {}, c["ratio"], c.get("ops_per_s_round_ratio")
         spread = f"{rr['min']:.2f}-{rr['max']:.2f}" if rr else "-"
         req = f"{_num(kv.get('requests_per_op'), 2)}/{_num(raw.get('requests_per_op'), 2)}"
         items = f"{_num(kv.get('items_per_op'), 2)}/{_num(raw.get('items_per_op'), 2)}"
         lines.append(
             f"{c['workload']:<8} {c['concurrency']:>4} {c['depth']:>3} {c['value_size']:>6} | "
-            f"{_num(kv.get('ops_per_s')):>8} {_num(raw.get('ops_per_s')):>6} {_ratio(r['ops_per_s']):>6} {spread:>9} | "
-            f"{_num(kv.get('p95_ms'), 1):>8} {_num(raw.get('p95_ms'), 1):>6} {_ratio(r['p95_ms']):>6} | "
+            f"{_num(kv.get('ops_per_s')):>8} {_num(raw.get('ops_per_s')):>6} {_x(r['ops_per_s']):>6} {spread:>9} | "
+            f"{_num(kv.get('p95_ms'), 1):>8} {_num(raw.get('p95_ms'), 1):>6} {_x(r['p95_ms']):>6} | "
             f"{_num(kv.get('cpu_ms_per_op'), 2):>9} {_num(raw.get('cpu_ms_per_op'), 2):>5} "
-            f"{_ratio(r['cpu_ms_per_op']):>6} | "
-            f"{req:>10} | {items:>12}"
+            f"{_x(r['cpu_ms_per_op']):>6} | {req:>10} | {items:>12}"
         )
     return "\n".join(lines)
+
+
+# -- where the run happened ----------------------------------------------------------------------
+
+
+def load_avg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews every timing."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def environment() -> dict[str, Any]:
+    """Machine and software facts for the results, so runs from different machines are not confused."""
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str | None:
+        try:
+            proc = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                    "load_avg_at_start": load_avg()},
+        "software": {"python": platform.python_version(), **{d: version(d) for d in ("aiobotocore", "botocore",
+                                                                                      "aiohttp", "kvstore")},
+                     "git": {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}},
+    }
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+_STYLE = {"kvstore": {"color": "#1f77b4", "marker": "o", "linestyle": "-"},
+          "raw": {"color": "#ff7f0e", "marker": "s", "linestyle": "--"}}
+#: (file name, sweep, x, figure, y label, log y): one PNG each, one panel per workload.
+_PLOTS = (
+    ("throughput", "concurrency", "concurrency", "ops_per_s", "operations / s", False),
+    ("latency_p95", "concurrency", "concurrency", "p95_ms", "p95 latency (ms, log)", True),
+    ("cpu", "concurrency", "concurrency", "cpu_ms_per_op", "client CPU ms / operation", False),
+    ("depth", "depth", "depth", "ops_per_s", "operations / s", False),
+    ("value_size", "value_size", "value_size", "ops_per_s", "operations / s", False),
+)
+
+
+def _plot(doc: Mapping[str, Any], sweep: str, x: str, figure: str, ylabel: str, log_y: bool, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, ScalarFormatter
+
+    rows = [c for c in doc["comparisons"] if sweep in c["sweeps"]]
+    # A point shared by two sweeps carries both sweeps' workloads; plot only this sweep's own.
+    workloads = [w for w in WORKLOADS if w in SWEEP_WORKLOADS[sweep] and any(r["workload"] == w for r in rows)]
+    if not workloads:
+        return False
+    rounds = {(r["scenario"], r["workload"], r["target"]): r.get("ops_per_s_rounds") or [] for r in doc["results"]}
+    ncols = min(3, len(workloads))
+    nrows = -(-len(workloads) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows + 0.6), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(workloads):]:
+        ax.set_visible(False)
+    for ax, workload in zip(flat, workloads, strict=False):
+        wrows = sorted((r for r in rows if r["workload"] == workload), key=lambda r: r[x])
+        for target, style in _STYLE.items():
+            points = [(r[x], (r[target] or {}).get(figure), rounds.get((r["scenario"], workload, target)))
+                      for r in wrows]
+            points = [p for p in points if p[1] is not None]
+            if not points:
+                continue
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            ax.plot(xs, ys, label=target, linewidth=2, markersize=6, **style)
+            if figure == "ops_per_s":  # band: slowest to fastest round
+                lows = [min(p[2] or [p[1]]) for p in points]
+                highs = [max(p[2] or [p[1]]) for p in points]
+                ax.fill_between(xs, lows, highs, color=style["color"], alpha=0.12, linewidth=0)
+        xticks = sorted({r[x] for r in wrows})
+        ax.set_title(workload, fontsize=12, fontweight="bold")
+        ax.set_xlabel(x.replace("_", " "))
+        if len(xticks) > 1:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(xticks))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(FixedLocator([]))
+        ax.set_yscale("log") if log_y else ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+    for row in axes:
+        row[0].set_ylabel(ylabel)
+    handles, labels = flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels) or 1, frameon=False)
+    cfg, latency = doc["config"], doc["data_path"]["latency_ms"]
+    where = (f"depth {cfg['base_depth']}, {cfg['base_value_size']} B values" if sweep == "concurrency"
+             else f"concurrency {cfg['sweep_concurrency']}") + (f", +{latency:g} ms/request" if latency else "")
+    fig.suptitle(f"{ylabel.split(' (')[0]} vs {x.replace('_', ' ')}: kvstore vs raw aiobotocore ({where})")
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1 - 0.4 / fig.get_figheight()))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_plots(doc: Mapping[str, Any], results_dir: Path, run_id: str) -> list[Path]:
+    """Write ``<run_id>-<name>.png`` per plot that has data, each copied to ``latest-<name>.png``."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, sweep, x, figure, ylabel, log_y in _PLOTS:
+        path = results_dir / f"{run_id}-{name}.png"
+        if _plot(doc, sweep, x, figure, ylabel, log_y, path):
+            shutil.copyfile(path, results_dir / f"latest-{name}.png")
+            paths.append(path)
+    return paths

@@ -1,40 +1,205 @@
-"""The workloads: each turns a key space into a list of operations, the same for every target.
+"""What a run measures: the parameter grid (:class:`BenchConfig`), the keys, the operation plans.
 
-Plans are drawn from a seeded generator, so kvstore and raw receive the identical sequence of
-operations (only their interleaving under concurrency can differ):
-
-- **put**: every key once, in shuffled order (each put writes its record and folder pointers);
-- **get**: ``keys`` gets of uniformly chosen existing keys;
-- **list**: ``keys`` lists of uniformly chosen leaf folders (each holds ``fanout`` keys);
-- **mix**: ``keys`` operations, 70 % get / 20 % put / 5 % list / 5 % delete. A quarter of the puts
-  write new keys into existing folders, and the deletes remove those again (newest first), so the
-  key space is about the same size afterwards; the other puts overwrite existing keys;
-- **delete**: every key once, in shuffled order (about one delete in ``fanout`` empties a folder
-  and has to remove pointers).
-
-put needs nothing; get, list, mix and delete need the key space written, and delete leaves it
-empty. :data:`NEEDS_LOADED` and :data:`LEAVES_LOADED` let the worker preload (untimed) when a run
-leaves out ``put``.
+A *scenario* is one point of the grid (key depth, value size, concurrency, keys); each scenario
+runs its workloads on every target, and one (scenario, workload, target) is a *cell*. Three sweeps
+make up the standard set: **concurrency** (every workload at the base depth and value size),
+**depth** and **value size** (at one concurrency). Plans are drawn from a seeded generator, so
+every target receives the identical sequence of operations. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from benchmarks.keyspace import KeySpace
+__all__ = [
+    "MIX",
+    "SWEEP_WORKLOADS",
+    "TARGETS",
+    "WORKLOADS",
+    "BenchConfig",
+    "KeySpace",
+    "Op",
+    "Scenario",
+    "plan",
+    "quick_config",
+    "standard_config",
+]
 
-__all__ = ["LEAVES_LOADED", "MIX", "NEEDS_LOADED", "Op", "plan"]
-
-#: The mix workload's shares of operation kinds (they sum to 1).
+#: Every workload, in the order a scenario runs them: put fills the key space that get, list and
+#: mix read, and delete empties it last, so a full scenario needs no untimed preload.
+WORKLOADS: tuple[str, ...] = ("put", "get", "list", "mix", "delete")
+#: kvstore's DynamoDBBackend, and the same requests sent raw.
+TARGETS: tuple[str, ...] = ("kvstore", "raw")
+#: Sweep -> the workloads it runs. Depth changes put's batch, delete's cleanup and list's folders;
+#: value size touches only put and get.
+SWEEP_WORKLOADS: dict[str, tuple[str, ...]] = {
+    "concurrency": WORKLOADS,
+    "depth": ("put", "get", "list", "delete"),
+    "value_size": ("put", "get"),
+}
+#: Depth 8 writes 8 items in one BatchWriteItem (limit 25); 100 KB leaves room under the 400 KB item.
+MAX_DEPTH = 8
+MAX_VALUE_SIZE = 100_000
+#: Shares of the mix workload, and how many of its puts create a key (the rest overwrite).
 MIX: dict[str, float] = {"get": 0.70, "put": 0.20, "list": 0.05, "delete": 0.05}
-#: Share of mix puts that create a new key rather than overwrite one.
 _MIX_NEW_KEY_SHARE = 0.25
+#: Children per intermediate folder of a key space.
+BRANCH = 4
 
-#: Workload -> whether its key space must be written beforehand.
-NEEDS_LOADED: dict[str, bool] = {"put": False, "get": True, "list": True, "mix": True, "delete": True}
-#: Workload -> whether the key space is written afterwards.
-LEAVES_LOADED: dict[str, bool] = {"put": True, "get": True, "list": True, "mix": True, "delete": False}
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """One point of the grid; ``workloads`` run on it per target."""
+
+    depth: int
+    value_size: int
+    concurrency: int
+    keys: int
+    workloads: tuple[str, ...]
+    sweeps: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        """A short stable name, also the key space's namespace."""
+        return f"d{self.depth}-v{self.value_size}-c{self.concurrency}-n{self.keys}"
+
+    def params(self) -> dict[str, int]:
+        return {"depth": self.depth, "value_size": self.value_size, "concurrency": self.concurrency, "keys": self.keys}
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """Everything that decides what a run measures (frozen: the report carries it verbatim).
+
+    ``keys`` is both a scenario's key space and its timed operations per cell; sweep scenarios use
+    ``sweep_keys``. Each cell is cut into ``rounds`` slices and the targets take turns slice by
+    slice, so load bursts on a shared machine hit both.
+    """
+
+    workloads: tuple[str, ...] = WORKLOADS
+    targets: tuple[str, ...] = TARGETS
+    concurrency: tuple[int, ...] = (1, 4, 16, 64)
+    depths: tuple[int, ...] = (1, 3, 8)
+    value_sizes: tuple[int, ...] = (100, 10_000, 100_000)
+    base_depth: int = 3
+    base_value_size: int = 1024
+    sweep_concurrency: int = 16
+    keys: int = 1000
+    sweep_keys: int = 500
+    fanout: int = 10  # keys per leaf folder: one delete in ``fanout`` empties its folder
+    warmup_ops: int = 300  # untimed, per target, before the first cell
+    rounds: int = 5
+    max_parallel: int = 128  # kvstore's max_parallel and raw's connection pool
+    latency_ms: float = 0.0  # added per request through kvstore.testing.faults.FaultProxy
+    seed: int = 1
+    quick: bool = False
+    label: str = field(default="standard")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first parameter out of range."""
+        if not self.workloads or set(self.workloads) - set(WORKLOADS):
+            raise ValueError(f"workloads must be among {', '.join(WORKLOADS)}; got {list(self.workloads)}")
+        if not self.targets or set(self.targets) - set(TARGETS):
+            raise ValueError(f"targets must be among {', '.join(TARGETS)}; got {list(self.targets)}")
+        for depth in (*self.depths, self.base_depth):
+            if not 1 <= depth <= MAX_DEPTH:
+                raise ValueError(f"key depth must be 1..{MAX_DEPTH}, got {depth}")
+        for size in (*self.value_sizes, self.base_value_size):
+            if not 1 <= size <= MAX_VALUE_SIZE:
+                raise ValueError(f"value size must be 1..{MAX_VALUE_SIZE} bytes, got {size}")
+        if min((*self.concurrency, self.sweep_concurrency)) < 1:
+            raise ValueError("concurrency must be >= 1")
+        if min(self.keys, self.sweep_keys, self.fanout, self.rounds) < 1:
+            raise ValueError("keys, sweep_keys, fanout and rounds must be >= 1")
+        if self.rounds > min(self.keys, self.sweep_keys):
+            raise ValueError("rounds cannot exceed the keys per cell")
+        if self.latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")
+
+    def scenarios(self) -> list[Scenario]:
+        """Expand the sweeps into scenarios, merging points that two sweeps share."""
+        points: dict[tuple[int, int, int], Scenario] = {}
+
+        def add(depth: int, size: int, conc: int, keys: int, sweep: str) -> None:
+            chosen = tuple(w for w in WORKLOADS if w in SWEEP_WORKLOADS[sweep] and w in self.workloads)
+            if not chosen:
+                return
+            old = points.get((depth, size, conc))
+            if old is None:
+                points[(depth, size, conc)] = Scenario(depth, size, conc, keys, chosen, (sweep,))
+            else:
+                merged = tuple(w for w in WORKLOADS if w in old.workloads or w in chosen)
+                points[(depth, size, conc)] = replace(old, workloads=merged, sweeps=(*old.sweeps, sweep))
+
+        for conc in self.concurrency:
+            add(self.base_depth, self.base_value_size, conc, self.keys, "concurrency")
+        for depth in self.depths:
+            add(depth, self.base_value_size, self.sweep_concurrency, self.sweep_keys, "depth")
+        for size in self.value_sizes:
+            add(self.base_depth, size, self.sweep_concurrency, self.sweep_keys, "value_size")
+        return list(points.values())
+
+    def total_ops(self) -> int:
+        """Timed operations per target over the whole run (what the progress bar counts)."""
+        return sum(s.keys * len(s.workloads) for s in self.scenarios())
+
+
+def standard_config(**overrides: object) -> BenchConfig:
+    """The standard set: a few minutes on two cores."""
+    return replace(BenchConfig(), **overrides)  # type: ignore[arg-type]
+
+
+def quick_config(**overrides: object) -> BenchConfig:
+    """A smoke-sized set (well under a minute): every workload and sweep, few operations."""
+    quick = BenchConfig(
+        concurrency=(1, 16),
+        depths=(1, 8),
+        value_sizes=(100, 100_000),
+        keys=150,
+        sweep_keys=80,
+        warmup_ops=60,
+        rounds=3,
+        quick=True,
+        label="quick",
+    )
+    return replace(quick, **overrides)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """``keys`` keys of ``depth`` segments under ``namespace``, ``fanout`` to a leaf folder.
+
+    Leaf folders are grouped ``BRANCH`` to a parent, so intermediate levels have several children
+    too (a delete that empties a leaf folder usually stops one level up, as in a real tree).
+    """
+
+    namespace: str
+    depth: int
+    keys: int
+    fanout: int
+
+    def folder(self, i: int) -> str:
+        """The folder that holds key ``i``, with its trailing ``/`` (``""`` for the root)."""
+        if self.depth == 1:
+            return ""
+        leaf, levels = i // self.fanout, self.depth - 2
+        segments = [self.namespace] + [f"n{leaf // BRANCH ** (levels - lv)}" for lv in range(1, levels + 1)]
+        return "/".join(segments) + "/"
+
+    def key(self, i: int) -> str:
+        return f"{self.namespace}-k{i}" if self.depth == 1 else f"{self.folder(i)}k{i}"
+
+    def all_keys(self) -> list[str]:
+        return [self.key(i) for i in range(self.keys)]
+
+    def leaf_folders(self) -> list[str]:
+        """Every folder that directly holds keys (what the list workload reads)."""
+        return list(dict.fromkeys(self.folder(i) for i in range(0, self.keys, self.fanout)))
+
+    def extra_key(self, folder: str, tag: str) -> str:
+        """A key outside the index range, placed in ``folder`` (the mix workload's churn)."""
+        return f"{folder}{tag}" if folder else f"{self.namespace}-{tag}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +211,12 @@ class Op:
 
 
 def plan(workload: str, space: KeySpace, seed: int) -> list[Op]:
-    """The operations of ``workload`` on ``space``; identical for identical arguments."""
+    """The operations of ``workload`` on ``space``; identical for identical arguments.
+
+    put and delete touch every key once, shuffled; get and list draw ``keys`` uniform keys or leaf
+    folders; mix draws ``keys`` operations by :data:`MIX`, a quarter of its puts creating keys that
+    its deletes remove again (newest first), so the key space keeps its size.
+    """
     rng = random.Random(f"{seed}:{workload}:{space.namespace}")
     keys = space.all_keys()
     if workload in ("put", "delete"):
@@ -57,32 +227,19 @@ def plan(workload: str, space: KeySpace, seed: int) -> list[Op]:
     folders = space.leaf_folders()
     if workload == "list":
         return [Op("list", rng.choice(folders)) for _ in range(space.keys)]
-    if workload == "mix":
-        return _mix(space, keys, folders, rng)
-    raise ValueError(f"unknown workload {workload!r}")
-
-
-def _mix(space: KeySpace, keys: list[str], folders: list[str], rng: random.Random) -> list[Op]:
-    kinds = list(MIX)
-    weights = [MIX[k] for k in kinds]
+    if workload != "mix":
+        raise ValueError(f"unknown workload {workload!r}")
     churn: list[str] = []
     ops: list[Op] = []
     for i in range(space.keys):
-        kind = rng.choices(kinds, weights)[0]
-        if kind == "get":
-            ops.append(Op("get", rng.choice(keys)))
+        kind = rng.choices(list(MIX), list(MIX.values()))[0]
+        if kind == "put" and rng.random() < _MIX_NEW_KEY_SHARE:
+            churn.append(space.extra_key(rng.choice(folders), f"m{i}"))
+            ops.append(Op("put", churn[-1]))
+        elif kind in ("get", "put"):
+            ops.append(Op(kind, rng.choice(keys)))
         elif kind == "list":
             ops.append(Op("list", rng.choice(folders)))
-        elif kind == "put":
-            if rng.random() < _MIX_NEW_KEY_SHARE:
-                new = space.extra_key(rng.choice(folders), f"m{i}")
-                churn.append(new)
-                ops.append(Op("put", new))
-            else:
-                ops.append(Op("put", rng.choice(keys)))
-        else:
-            # Delete the newest churn key; with none left, a key that was never written (delete is
-            # idempotent and sends the same record delete and first-level query).
-            victim = churn.pop() if churn else space.extra_key(rng.choice(folders), f"gone{i}")
-            ops.append(Op("delete", victim))
+        else:  # the newest churn key, or one never written (delete is idempotent)
+            ops.append(Op("delete", churn.pop() if churn else space.extra_key(rng.choice(folders), f"gone{i}")))
     return ops

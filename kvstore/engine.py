@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import importlib
 import logging
 import os
 import shutil
@@ -389,13 +388,3 @@ class LocalEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def endpoint_or_local(endpoint: str | None) -> contextlib.AbstractContextManager[str]:
-    """Moved to ``benchmarks.engine``, its only users; imported from there on call.
-
-    Transitional: remove once ``benchmarks/failover.py`` imports it from ``benchmarks.engine``.
-    """
-    moved = importlib.import_module("benchmarks.engine")  # not at import time: not part of the package
-    cm: contextlib.AbstractContextManager[str] = moved.endpoint_or_local(endpoint)
-    return cm

@@ -7,15 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from benchmarks.engine import endpoint_or_local
+
 
 @pytest.fixture(scope="session")
 def endpoint() -> Iterator[str]:
     """``AWS_DYNAMODB_ENDPOINT`` if set, else a DynamoDB Local started for the session."""
-    given = os.environ.get("AWS_DYNAMODB_ENDPOINT")
-    if given:
-        yield given
-        return
-    from kvstore.engine import LocalEngine
-
-    with LocalEngine.start() as engine:
-        yield engine.endpoint
+    with endpoint_or_local(os.environ.get("AWS_DYNAMODB_ENDPOINT")) as url:
+        yield url

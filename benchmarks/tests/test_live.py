@@ -10,10 +10,8 @@ from typing import Any
 from aiobotocore.session import get_session
 
 from benchmarks import BenchConfig, arun_benchmarks
-from benchmarks.keyspace import KeySpace
-from benchmarks.tables import run_tables
-from benchmarks.targets import TargetSettings, open_target
-from benchmarks.workloads import plan
+from benchmarks.targets import open_target, run_tables
+from benchmarks.workloads import KeySpace, plan
 
 
 async def _scan(endpoint: str, table: str) -> list[dict[str, Any]]:
@@ -46,7 +44,7 @@ async def test_raw_and_kvstore_leave_identical_tables(endpoint: str) -> None:
     async with run_tables(endpoint, list(names.values())):
         contents = {}
         for target_name, table in names.items():
-            target = await open_target(target_name, TargetSettings(endpoint=endpoint, table=table))
+            target = await open_target(target_name, endpoint, table)
             try:
                 for op in plan("put", space, 1):
                     await target.put(op.arg, b"v-" + op.arg.encode())
@@ -55,8 +53,10 @@ async def test_raw_and_kvstore_leave_identical_tables(endpoint: str) -> None:
                 for op in plan("delete", space, 1)[:37]:  # empties some folders, not all
                     await target.delete(op.arg)
                 for op in plan("mix", space, 1):
-                    if op.kind in ("put", "delete"):
-                        await getattr(target, op.kind)(*((op.arg, b"m") if op.kind == "put" else (op.arg,)))
+                    if op.kind == "put":
+                        await target.put(op.arg, b"m")
+                    elif op.kind == "delete":
+                        await target.delete(op.arg)
             finally:
                 await target.aclose()
             contents[target_name] = _comparable(await _scan(endpoint, table))
@@ -74,13 +74,17 @@ async def test_a_tiny_run_writes_results_and_plots(endpoint: str, tmp_path: Path
     for cell in doc["results"]:
         assert cell["ops"] == 24 and cell["errors"] == 0
         assert len(cell["ops_per_s_rounds"]) == 2
-        if cell["target"] == "raw":
-            # The wire tap (which also counts kvstore) agrees with raw's own count.
-            assert cell["wire"]["requests_per_op"] == cell["self_counted"]["requests_per_op"]
-    get = next(c for c in doc["comparisons"] if c["workload"] == "get" and c["concurrency"] == 1)
-    assert get["ratio"]["requests_per_op"] == 1.0
+        if cell["target"] == "raw" and cell["workload"] in ("put", "get", "list"):
+            # The wire counts match raw's request plan: one request per operation, and a put at
+            # depth 3 writes its record and two folder pointers.
+            assert cell["wire"]["requests_per_op"] == 1.0
+            assert cell["wire"]["items_per_op"] == {"put": 3.0, "get": 1.0, "list": 0.0}[cell["workload"]]
+    for workload in ("get", "list"):  # kvstore's get and list send exactly raw's requests
+        cmp = next(c for c in doc["comparisons"] if c["workload"] == workload and c["concurrency"] == 1)
+        assert cmp["ratio"]["requests_per_op"] == 1.0
     assert {p.name for p in report.plot_paths} >= {
         f"{doc['run_id']}-throughput.png",
         f"{doc['run_id']}-latency_p95.png",
+        f"{doc['run_id']}-cpu.png",
     }
     assert "ratio" in report.table()

@@ -1,4 +1,4 @@
-"""The harness's pure parts: data model, key space, plans, counting, statistics, report, CLI."""
+"""The harness's pure parts: data model, key space, plans, item counting, statistics, report, CLI."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ from collections import Counter
 
 import pytest
 
-from benchmarks import model
+from benchmarks import targets as model
 from benchmarks.cli import config_from_args, parser
-from benchmarks.config import WORKLOADS, BenchConfig, quick_config, standard_config
-from benchmarks.keyspace import KeySpace
-from benchmarks.report import compare, format_table, round_ratios
-from benchmarks.stats import latency_summary, percentile, ratio
-from benchmarks.tap import _items
-from benchmarks.workloads import MIX, plan
+from benchmarks.report import compare, format_table, latency_summary, percentile, ratio, round_ratios
+from benchmarks.runner import Wire, items_in
+from benchmarks.workloads import MIX, WORKLOADS, BenchConfig, KeySpace, plan, quick_config, standard_config
 
 
 def test_split_and_pointers_follow_vaults_layout() -> None:
@@ -24,8 +21,6 @@ def test_split_and_pointers_follow_vaults_layout() -> None:
     assert model.prefixes("a/b/c") == ["a/", "a/b/"]
     assert model.pointer("a/") == (" ", "a/")
     assert model.pointer("a/b/") == ("a", "b/")
-    assert model.folder_path("") == " "
-    assert model.folder_path("a/b/") == "a/b"
 
 
 def test_put_is_one_batch_of_pointers_then_record() -> None:
@@ -36,7 +31,6 @@ def test_put_is_one_batch_of_pointers_then_record() -> None:
         {"Path": {"S": "a"}, "Key": {"S": "b/"}},
         {"Path": {"S": "a/b"}, "Key": {"S": "c"}, "Value": {"B": b"v"}},
     ]
-    assert len(model.batches(reqs)) == 1
 
 
 def test_raw_model_matches_kvstores_records() -> None:
@@ -83,10 +77,21 @@ def test_mix_shares_and_churn_deletes() -> None:
 
 def test_tap_counts_items_per_request_body() -> None:
     body = json.dumps({"RequestItems": {"t": [{"PutRequest": {}}, {"DeleteRequest": {}}]}}).encode()
-    assert _items("BatchWriteItem", body) == 2
-    assert _items("GetItem", b"{}") == 1
-    assert _items("Query", b"{}") == 0
-    assert _items("TransactWriteItems", json.dumps({"TransactItems": [{}, {}, {}]}).encode()) == 3
+    assert items_in("BatchWriteItem", body) == 2
+    assert items_in("GetItem", b"{}") == 1
+    assert items_in("Query", b"{}") == 0
+    assert items_in("TransactWriteItems", json.dumps({"TransactItems": [{}, {}, {}]}).encode()) == 3
+    assert items_in("BatchGetItem", json.dumps({"RequestItems": {"t": {"Keys": [{}, {}]}}}).encode()) == 2
+
+
+def test_wire_counts_subtract_to_an_interval() -> None:
+    counts = Wire()
+    counts.record("GetItem", b"{}")
+    before = counts.copy()
+    counts.record("BatchWriteItem", json.dumps({"RequestItems": {"t": [{}, {}, {}]}}).encode())
+    interval = counts - before
+    assert (interval.requests, interval.items) == (1, 3)
+    assert dict(interval.by_operation) == {"BatchWriteItem": 1}
 
 
 def test_percentiles_are_nearest_rank() -> None:

@@ -1,4 +1,4 @@
-"""Benchmark: how should a versioned write (CAS) reach DynamoDB, and its folder pointers with it?
+"""Experiment: how should a versioned write (CAS) reach DynamoDB, and its folder pointers with it?
 
 A versioned create (``if_version=ABSENT``) must make the key reachable from ``list`` (its folder
 pointers) and succeed only if the key is absent; a versioned update or delete only if the key holds
@@ -24,9 +24,9 @@ throughput, so a drifting engine does not favour whichever plan ran first.
 
 Run (starts DynamoDB Local unless ``--endpoint`` or ``AWS_DYNAMODB_ENDPOINT`` names one)::
 
-    .venv/bin/python -m benchmarks.recipes_cas [--ops 200] [--rounds 3] [--json out.json]
+    .venv/bin/python -m benchmarks.experiments.cas [--ops 200] [--rounds 3] [--json out.json]
 
-The figures and the decision are recorded in :mod:`kvstore.recipes.versioned`.
+The figures and the decision (pointers-first) are recorded in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from benchmarks.engine import endpoint_or_local
+from benchmarks.report import percentile
 from kvstore import ABSENT, Entry
 from kvstore.backend import Absent
 from kvstore.dynamodb import DynamoDBBackend
@@ -52,7 +54,6 @@ from kvstore.dynamodb.records import (
     record_item,
     version_condition,
 )
-from kvstore.engine import endpoint_or_local
 from kvstore.recipes import create, delete_versioned, put_versioned
 
 __all__ = ["PATHS", "main", "run"]
@@ -175,11 +176,7 @@ async def _cell(backend: DynamoDBBackend, path: str, depth: int, concurrency: in
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - t0
     latencies.sort()
-    return {
-        "p50_ms": latencies[len(latencies) // 2],
-        "p95_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))],
-        "ops_per_s": ops / wall,
-    }
+    return {"p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95), "ops_per_s": ops / wall}
 
 
 async def run(
@@ -232,7 +229,7 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print (or save) the table of figures."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.recipes_cas", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.experiments.cas", description=__doc__.split("\n")[0])
     p.add_argument("--endpoint", default=os.environ.get("AWS_DYNAMODB_ENDPOINT"))
     p.add_argument("--ops", type=int, default=200, help="operations per cell and round (default 200)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")

@@ -1,65 +1,36 @@
-"""Benchmark: leader failover after SIGKILL and other faults, kvstore's lease lock (and a Vault-style lock).
+"""Experiment: leader failover after SIGKILL and other faults, kvstore's lease lock against a Vault-style lock.
 
-Each *cluster* is three OS processes (``python -m benchmarks.failover --worker``) campaigning for one
-lock on DynamoDB. A worker reports ``elected`` and ``lost`` events with CLOCK_MONOTONIC timestamps
-(one clock for every process of the machine) on stdout. The driver waits for a leader, lets the
-others watch it for a moment, SIGKILLs it and measures **failover time**: from the kill to the
-next ``elected`` event. The killed worker is replaced and the next repetition starts.
+Each *cluster* is three candidate processes campaigning for one lock on DynamoDB. kvstore's
+candidates are the failover test's rig, ``tests/failover_worker.py``, unchanged: an
+:class:`~kvstore.election.Election` whose leader writes its fencing token every 0.1 s and logs each
+event (``elected``, ``write`` with ``t_check``, ``lost``) as JSON lines with CLOCK_MONOTONIC times
+(one clock for every process of the machine). The Vault-style candidates (:class:`VaultStyleLock`,
+a re-implementation of ``physical/dynamodb/dynamodb.go``'s lock: a conditional UpdateItem on the
+contender's wall clock, no fencing) log the same events through the rig's ``EventLog``. The driver
+faults the leader and measures **failover time**: from the fault to the next ``elected`` event.
 
-Two lock implementations run side by side, on the same engine at the same time:
+Scenarios (``--scenarios``, a comma list; all but ``kill-ttl15`` by default), each ``--rounds``
+times with TTL ``--ttl`` (renew = watch = TTL/3, retry 1 s, Vault's intervals):
 
-``kvstore``
-    :class:`kvstore.election.Election` over ``DynamoDBBackend`` (the lease lock of
-    :mod:`kvstore.lease`): takeover after the record version stayed unchanged for a TTL on the
-    contender's own monotonic clock; the holder steps down on its own clock before that.
-``vault``
-    A re-implementation of Vault's DynamoDB lock (``physical/dynamodb/dynamodb.go``), the
-    baseline: one conditional UpdateItem ``SET Value, Identity, Expires = now + TTL`` if the item
-    is missing, or ``Identity`` is ours, or ``Expires <= now`` (the contender's wall clock);
-    renewal is the same update, a watcher reads the item and reports loss when the identity
-    changed (or after 5 failed reads). No fencing token.
+``kill``       SIGKILL of the leader, kvstore and Vault-style side by side on the same engine.
+``stop``       SIGSTOP of the leader until a new leader is elected, then SIGCONT.
+``partition``  the leader's requests vanish (held by its FaultProxy past its read timeout) for 3 TTLs.
+``drop``       the leader's UpdateItems land and their replies are lost, for TTL + 1 s.
+``delay``      every reply to the leader 1 s late, for 3 s (a round may see no failover).
+``skew``       nobody is faulted; one contender's wall clock runs a TTL ahead (both locks).
+``kill-ttl15`` the SIGKILL comparison at Vault's default TTL of 15 s.
 
-Both use the same TTL, renew (TTL/3, Vault's 5 s of 15 s), watch (TTL/3) and retry (1 s) timings,
-for the short TTL (2 s) and the default TTL (15 s, fewer repetitions).
+In the proxied scenarios each candidate reaches DynamoDB through a FaultProxy of its own (as in
+tests/test_failover.py), with a read timeout of one TTL and one SDK retry. **Overlaps** count pairs
+of leadership intervals of different candidates that intersect: for kvstore a term runs from
+``elected`` to the last ``t_check`` at which ``term.is_leader`` said yes (as the test checks); for the
+Vault-style lock, which cannot judge its lease locally, from ``elected`` to ``lost`` (or its kill).
 
-A second scenario, **skew**, measures what failover time cannot show: one contender's wall clock
-runs ``TTL`` seconds ahead (the process's ``time.time`` is shifted; nothing else changes). Nobody is
-killed. The Vault-style contender sees the live leader's ``Expires`` in its past and takes over
-while the leader still believes it leads; kvstore's lock never compares wall clocks.
+    .venv/bin/python -m benchmarks.experiments.failover [--scenarios kill,stop,partition,drop,delay,skew]
+        [--ttl 2] [--rounds 3] [--quick] [--endpoint URL] [--json PATH] [--plot PATH]
 
-**Fault scenarios** (``--scenarios``, a comma list; all of them by default) measure kvstore's
-failover time, from the fault to the next ``elected`` event on CLOCK_MONOTONIC, per kind of fault,
-each repeated ``--rounds`` times on a three-candidate cluster with TTL ``--ttl``:
-
-``kill``       SIGKILL of the leader (the Vault-style lock runs beside it, as above).
-``stop``       SIGSTOP of the leader until a new leader is elected (longer than the TTL), then SIGCONT.
-``partition``  every request of the leader vanishes (held 10 s by its fault proxy, past its read
-               timeout of one TTL) for 3 TTLs, or until the next election.
-``drop``       the leader's UpdateItems (renewals, release) land and their replies are lost, for
-               TTL + 1 s.
-``delay``      every reply to the leader comes 1 s late, for 3 s. Paced renewals may keep the lease,
-               so a round may see no failover at all (counted as ``no_failover``).
-``skew``       the clock-skew run described above (no failover time).
-``kill-ttl15`` the SIGKILL comparison at Vault's default TTL of 15 s (not in the default set).
-
-In the proxied scenarios each candidate process reaches DynamoDB through a
-:class:`kvstore.testing.faults.FaultProxy` of its own (as in tests/test_failover.py), so the fault
-hits the leader only; those workers use a read timeout of one TTL and one SDK retry.
-
-**Overlaps** count pairs of leadership intervals of different workers that intersect. For kvstore
-a term runs from its ``elected`` event to the last moment ``term.is_leader`` said yes (the worker
-checks it every 0.1 s and reports each yes as a ``held`` event, timed before the check), as in
-tests/failover_worker.py: a paused or partitioned leader has stopped believing it leads even if it
-reports ``lost`` only later. For the Vault-style lock (which cannot judge its lease locally) a term
-runs from ``elected`` to ``lost`` (or to its SIGKILL, or to the end of the run). kvstore must show
-0 everywhere.
-
-Run (starts DynamoDB Local unless ``--endpoint`` or ``AWS_DYNAMODB_ENDPOINT`` names one)::
-
-    .venv/bin/python -m benchmarks.failover [--scenarios kill,stop,partition,drop,delay,skew]
-        [--ttl 2] [--rounds 3] [--quick] [--json PATH] [--plot PATH]
-
-Writes ``benchmarks/results/failover.json`` and ``benchmarks/results/failover.png``.
+Writes ``benchmarks/results/failover.json`` (per scenario: samples, median, p95, max, each also over
+the TTL, overlaps) and ``failover.png``. Findings: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -70,37 +41,39 @@ import contextlib
 import json
 import os
 import platform
+import runpy
 import signal
 import statistics
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.engine import endpoint_or_local
 from kvstore.dynamodb import DynamoDBBackend
-from kvstore.engine import ENGINE_PACKAGE, endpoint_or_local
+from kvstore.engine import ENGINE_PACKAGE
 from kvstore.errors import BackendError, ConditionFailed
 from kvstore.keys import lock_key
 from kvstore.testing.faults import Fault, FaultProxy
 
 __all__ = ["main"]
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REPO = Path(__file__).resolve().parent.parent
-LOCK_NAME = "bench/leader"
+REPO = Path(__file__).resolve().parents[2]
+RIG = REPO / "tests" / "failover_worker.py"  # the failover test's candidate process
+RESULTS_DIR = REPO / "benchmarks" / "results"
 IMPLS = ("kvstore", "vault")
-RETRY_INTERVAL = 1.0  # Vault's DynamoDBLockRetryInterval, and kvstore's default
+RETRY_INTERVAL = 1.0  # Vault's DynamoDBLockRetryInterval
 VAULT_WATCH_RETRY_MAX = 5  # Vault's DynamoDBWatchRetryMax
 FAULTS = ("kill", "stop", "partition", "drop", "delay")
 PROXIED = frozenset({"partition", "drop", "delay"})
 SCENARIOS = (*FAULTS, "skew", "kill-ttl15")
 DEFAULT_SCENARIOS = (*FAULTS, "skew")
-DELAY_S = 1.0  # the "delay" scenario: every reply to the leader this late ...
-DELAY_FOR_S = 3.0  # ... for this long
-HELD_CHECK_S = 0.1  # a kvstore leader asks term.is_leader this often
+DELAY_S, DELAY_FOR_S = 1.0, 3.0  # "delay": every reply to the leader this late, for this long
+HELD_CHECK_S = 0.1  # a kvstore leader asks term.is_leader (and writes) this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,50 +91,40 @@ class Timings:
 
     def argv(self) -> list[str]:
         return ["--ttl", str(self.ttl), "--renew", str(self.renew), "--watch", str(self.watch),
-                "--retry", str(self.retry)]
+                "--retry", str(self.retry), "--write-interval", str(HELD_CHECK_S)]
 
 
-# ---------------------------------------------------------------------------------------------
-# Worker side: one candidate process.
-# ---------------------------------------------------------------------------------------------
-
-
-def _emit(event: str, ident: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, "id": ident, "t": time.monotonic(), **fields}), flush=True)
+# -- candidate side ------------------------------------------------------------------------------
 
 
 class VaultStyleLock:
-    """Vault's DynamoDB lock, re-implemented as the baseline (see the module docstring).
+    """Vault's DynamoDB lock, re-implemented as the baseline.
 
-    Like Vault: the first attempt goes out one retry interval after ``lock()`` is called (a
-    ticker), renewal failures are ignored, the watcher gives up after 5 failed reads in a row.
+    One conditional UpdateItem ``SET Value, Identity, Expires = now + TTL`` if the item is missing,
+    or ``Identity`` is ours, or ``Expires <= now`` (the contender's wall clock). Like Vault: the first
+    attempt goes out one retry interval after ``lock()``, renewal failures are ignored, and the
+    watcher reports loss when the identity changed or after 5 failed reads in a row.
     """
 
     def __init__(self, backend: DynamoDBBackend, key: str, value: str, t: Timings) -> None:
         self._table = backend.table
         path, _, name = lock_key(key).rpartition("/")
         self._item_key = {"Path": {"S": path}, "Key": {"S": name}}
-        self._value = value
-        self._identity = uuid.uuid4().hex
-        self._t = t
+        self._value, self._identity, self._t = value, uuid.uuid4().hex, t
         self._tasks: list[asyncio.Task[None]] = []
 
     async def _update(self, create_if_missing: bool) -> None:
         now = time.time()  # the machine's wall clock (shifted in the skew scenario)
-        prefix = (
-            "attribute_not_exists(#path) or attribute_not_exists(#key) or "
-            if create_if_missing
-            else "attribute_exists(#path) and attribute_exists(#key) and "
-        )
+        prefix = ("attribute_not_exists(#path) or attribute_not_exists(#key) or " if create_if_missing
+                  else "attribute_exists(#path) and attribute_exists(#key) and ")
         await self._table.call(
             "update_item",
             Key=self._item_key,
             UpdateExpression="SET #value=:value, #identity=:identity, #expires=:expires",
             ConditionExpression=prefix
             + "(attribute_not_exists(#identity) or #identity = :identity or #expires <= :now)",
-            ExpressionAttributeNames={
-                "#path": "Path", "#key": "Key", "#identity": "Identity", "#expires": "Expires", "#value": "Value",
-            },
+            ExpressionAttributeNames={"#path": "Path", "#key": "Key", "#identity": "Identity", "#expires": "Expires",
+                                      "#value": "Value"},
             ExpressionAttributeValues={
                 ":identity": {"B": self._identity.encode()},
                 ":value": {"B": self._value.encode()},
@@ -173,13 +136,9 @@ class VaultStyleLock:
     async def lock(self) -> asyncio.Event:
         while True:
             await asyncio.sleep(self._t.retry)
-            try:
+            with contextlib.suppress(BackendError):  # ConditionFailed: held by someone else
                 await self._update(True)
                 break
-            except ConditionFailed:
-                continue  # held by someone else
-            except BackendError:
-                continue
         lost = asyncio.Event()
         self._tasks = [asyncio.create_task(self._renew(lost)), asyncio.create_task(self._watch(lost))]
         return lost
@@ -201,8 +160,7 @@ class VaultStyleLock:
                 if retries == 0:
                     break
                 continue
-            item = out.get("Item") or {}
-            if item.get("Identity", {}).get("B") != self._identity.encode():
+            if (out.get("Item") or {}).get("Identity", {}).get("B") != self._identity.encode():
                 break
             retries = VAULT_WATCH_RETRY_MAX
         lost.set()
@@ -213,93 +171,82 @@ class VaultStyleLock:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(ConditionFailed):
             await self._table.call(
-                "delete_item",
-                Key=self._item_key,
-                ConditionExpression="#identity = :identity",
+                "delete_item", Key=self._item_key, ConditionExpression="#identity = :identity",
                 ExpressionAttributeNames={"#identity": "Identity"},
                 ExpressionAttributeValues={":identity": {"B": self._identity.encode()}},
             )
 
 
-async def _worker(args: argparse.Namespace) -> None:
-    from kvstore.election import Election
-
-    conf = {
-        "endpoint": args.endpoint, "table": args.table, "region": "us-east-1", "access_key": "local",
-        "secret_key": "local", "billing_mode": "PAY_PER_REQUEST", "ha_enabled": "true",
-    }
+async def _vault_candidate(args: argparse.Namespace, log: Any) -> None:
+    conf = {"endpoint": args.endpoint, "table": args.table, "region": "us-east-1", "access_key": "local",
+            "secret_key": "local", "billing_mode": "PAY_PER_REQUEST"}
     if args.read_timeout is not None:
         conf["read_timeout"] = str(args.read_timeout)
     if args.max_retries is not None:
         conf["dynamodb_max_retries"] = str(args.max_retries)
-    t = Timings(args.ttl, args.renew, args.watch, args.retry)
     async with await DynamoDBBackend.create(conf, environ={}) as store:
-        _emit("ready", args.id)
-        if args.impl == "kvstore":
-            election = Election(store, LOCK_NAME, args.id, ttl=t.ttl, renew_interval=t.renew,
-                                watch_interval=t.watch, retry_interval=t.retry)
-            while True:
-                try:
-                    async with election.campaign() as term:
-                        _emit("elected", args.id, token=term.fencing_token)
-                        # term.is_leader judges the lease on the local clock at once, so right after
-                        # a pause it says no before the background task has set term.lost.
-                        while True:
-                            t_check = time.monotonic()  # before the check: errs on the safe side
-                            if not term.is_leader:
-                                break
-                            _emit("held", args.id, token=term.fencing_token, t_check=t_check)
-                            with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(term.lost.wait(), HELD_CHECK_S)
-                        _emit("lost", args.id, token=term.fencing_token)
-                except BackendError as exc:  # resigning failed (partitioned): the lease frees itself
-                    _emit("resign_failed", args.id, err=repr(exc))
-        else:
-            while True:
-                lock = VaultStyleLock(store, LOCK_NAME, args.id, t)
-                lost = await lock.lock()
-                _emit("elected", args.id)
-                await lost.wait()
-                _emit("lost", args.id)
-                await lock.unlock()
+        log.emit("ready")
+        while True:
+            log.emit("campaigning")
+            lock = VaultStyleLock(store, args.name, args.id, Timings(args.ttl, args.renew, args.watch, args.retry))
+            lost = await lock.lock()
+            log.emit("elected")
+            await lost.wait()
+            log.emit("lost")
+            await lock.unlock()
 
 
-def _run_worker(args: argparse.Namespace) -> int:
-    if args.skew:
+def candidate(impl: str, skew: float, rig_argv: list[str]) -> int:
+    """A candidate process: the test rig (kvstore) or the Vault-style lock with the rig's options and
+    event log; its wall clock shifted by ``skew`` seconds (nothing else changes)."""
+    if skew:
         real_time = time.time
-        time.time = lambda: real_time() + args.skew  # this machine's wall clock is off by `skew`
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_worker(args))
+        time.time = lambda: real_time() + skew
+    if impl == "kvstore":
+        sys.argv = [str(RIG), *rig_argv]
+        with contextlib.suppress(KeyboardInterrupt):
+            runpy.run_path(str(RIG), run_name="__main__")
+        return 0
+    rig = runpy.run_path(str(RIG))  # its parse_args and EventLog, not its main
+    args = rig["parse_args"](rig_argv)
+    with open(args.log, "a", encoding="utf-8") as out, contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_vault_candidate(args, rig["EventLog"](out, args.id)))
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
-# Driver side.
-# ---------------------------------------------------------------------------------------------
+# -- driver side ---------------------------------------------------------------------------------
 
 
 @dataclass
 class Proc:
     ident: str
     process: asyncio.subprocess.Process
+    log: Path
     events: list[dict[str, Any]] = field(default_factory=list)
+    offset: int = 0
     killed_at: float | None = None
-    reader: asyncio.Task[None] | None = None
     proxy: FaultProxy | None = None  # its own link to DynamoDB (proxied scenarios)
+
+    def refresh(self) -> None:
+        """Read the complete lines its log gained since the last call."""
+        with contextlib.suppress(FileNotFoundError), self.log.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+            end = data.rfind(b"\n") + 1
+            self.offset += end
+            for line in data[:end].splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    self.events.append(json.loads(line))
 
 
 class Cluster:
-    """Candidate processes of one implementation on one table, and everything they reported."""
+    """Candidate processes of one implementation on one table, and everything they logged."""
 
     def __init__(self, impl: str, timings: Timings, endpoint: str, *, proxied: bool = False) -> None:
-        self.impl = impl
-        self.t = timings
-        self.endpoint = endpoint
-        self.proxied = proxied
+        self.impl, self.t, self.endpoint, self.proxied = impl, timings, endpoint, proxied
         self.table = f"bench-failover-{impl}-{uuid.uuid4().hex[:8]}"
         self.procs: dict[str, Proc] = {}
-        self._changed = asyncio.Condition()
-        self._n = 0
+        self._dir = tempfile.TemporaryDirectory(prefix="failover-")
 
     async def create_table(self) -> None:
         conf = {"endpoint": self.endpoint, "table": self.table, "region": "us-east-1", "access_key": "local",
@@ -308,61 +255,53 @@ class Cluster:
             pass
 
     async def spawn(self, *, skew: float = 0.0) -> Proc:
-        ident = f"{self.impl}-{self._n}"
-        self._n += 1
+        ident = f"{self.impl}-{len(self.procs)}"
         proxy: FaultProxy | None = None
         endpoint, extra = self.endpoint, []
         if self.proxied:  # a proxy per candidate, so a fault hits one process only
             proxy = await FaultProxy(self.endpoint).start()
             endpoint = proxy.endpoint
             extra = ["--read-timeout", str(self.t.ttl), "--max-retries", "1"]
-        cmd = [sys.executable, "-m", "benchmarks.failover", "--worker", "--impl", self.impl, "--id", ident,
-               "--endpoint", endpoint, "--table", self.table, "--skew", str(skew), *self.t.argv(), *extra]
-        process = await asyncio.create_subprocess_exec(
-            *cmd, cwd=REPO, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-        proc = Proc(ident, process, proxy=proxy)
-        proc.reader = asyncio.create_task(self._read(proc))
-        self.procs[ident] = proc
+        log = Path(self._dir.name) / f"{ident}.jsonl"
+        cmd = [sys.executable, "-m", "benchmarks.experiments.failover", "--candidate", self.impl, str(skew),
+               "--endpoint", endpoint, "--table", self.table, "--id", ident, "--log", str(log), *self.t.argv(), *extra]
+        with (Path(self._dir.name) / f"{ident}.stderr").open("wb") as err:
+            process = await asyncio.create_subprocess_exec(
+                *cmd, cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=err, stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+        self.procs[ident] = proc = Proc(ident, process, log, proxy=proxy)
         return proc
 
-    async def _read(self, proc: Proc) -> None:
-        assert proc.process.stdout is not None
-        async for line in proc.process.stdout:
-            with contextlib.suppress(json.JSONDecodeError):
-                event = json.loads(line)
-                async with self._changed:
-                    proc.events.append(event)
-                    self._changed.notify_all()
-
-    async def wait(self, predicate: Any, within: float, what: str) -> Any:
-        """Wait until ``predicate()`` returns something truthy (re-checked on every event)."""
-        async def loop() -> Any:
-            async with self._changed:
-                while not (value := predicate()):
-                    await self._changed.wait()
+    async def wait(self, predicate: Callable[[], Any], within: float, what: str) -> Any:
+        """Poll the logs until ``predicate()`` returns something truthy."""
+        deadline = time.monotonic() + within
+        while True:
+            for proc in self.procs.values():
+                proc.refresh()
+                if proc.killed_at is None and proc.process.returncode not in (None, -signal.SIGKILL):
+                    err = (Path(self._dir.name) / f"{proc.ident}.stderr").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{proc.ident} exited with {proc.process.returncode}: {err}")
+            if value := predicate():
                 return value
-        try:
-            return await asyncio.wait_for(loop(), within)
-        except TimeoutError:
-            raise RuntimeError(f"{self.impl}: timed out after {within:.0f}s waiting for {what}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.impl}: timed out after {within:.0f}s waiting for {what}")
+            await asyncio.sleep(0.05)
 
-    async def wait_or_none(self, predicate: Any, within: float) -> Any:
+    async def wait_or_none(self, predicate: Callable[[], Any], within: float) -> Any:
         """As :meth:`wait`, but None after ``within`` seconds."""
         try:
             return await self.wait(predicate, within, "")
-        except RuntimeError:
+        except TimeoutError:
             return None
 
     def leader(self) -> Proc | None:
-        """The live worker that leads by its own account (the latest grant, if two say so)."""
+        """The live candidate that leads by its own account (the latest grant, if two say so)."""
         found: list[tuple[float, Proc]] = []
         for proc in self.procs.values():
-            if proc.killed_at is None and proc.events:
-                last = [e for e in proc.events if e["event"] in ("elected", "lost")]
-                if last and last[-1]["event"] == "elected":
-                    found.append((last[-1]["t"], proc))
+            last = [e for e in proc.events if e["event"] in ("elected", "lost")]
+            if proc.killed_at is None and last and last[-1]["event"] == "elected":
+                found.append((last[-1]["t"], proc))
         return max(found, key=lambda f: f[0])[1] if found else None
 
     def lost_after(self, proc: Proc, t: float) -> bool:
@@ -389,37 +328,34 @@ class Cluster:
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 await proc.process.wait()
-            if proc.reader is not None:
-                await asyncio.gather(proc.reader, return_exceptions=True)
+            proc.refresh()
             if proc.proxy is not None:
                 await proc.proxy.stop()
+        self._dir.cleanup()
 
     def intervals(self, end: float) -> list[tuple[str, float, float]]:
-        """Every leadership interval as (worker, start, end).
-
-        kvstore: ``elected`` to the last ``held`` check of the term (the last moment the worker's
-        ``term.is_leader`` said yes). Vault-style: ``elected`` to ``lost``, its SIGKILL or ``end``.
-        """
+        """Every leadership interval as (candidate, start, end); see the module docstring."""
+        for proc in self.procs.values():
+            proc.refresh()
         held_mode = self.impl == "kvstore"
         out = []
         for proc in self.procs.values():
             start: float | None = None
-            last_yes = 0.0
+            last_yes, token = 0.0, None
             for e in proc.events:
                 if e["event"] == "elected":
                     if start is not None and held_mode:  # a term cut off without its "lost"
                         out.append((proc.ident, start, last_yes))
                     start = last_yes = e["t"]
-                elif e["event"] == "held" and start is not None:
+                    token = e.get("token")
+                elif e["event"] == "write" and start is not None and e.get("t_check") and e["token"] == token:
                     last_yes = max(last_yes, e["t_check"])
                 elif e["event"] == "lost" and start is not None:
                     out.append((proc.ident, start, last_yes if held_mode else e["t"]))
                     start = None
             if start is not None:
-                if held_mode:
-                    out.append((proc.ident, start, last_yes))
-                else:
-                    out.append((proc.ident, start, proc.killed_at if proc.killed_at is not None else end))
+                end_t = last_yes if held_mode else (proc.killed_at if proc.killed_at is not None else end)
+                out.append((proc.ident, start, end_t))
         return out
 
 
@@ -680,32 +616,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.failover", description=__doc__.split("\n")[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--candidate"]:  # started by the driver: --candidate IMPL SKEW <rig options>
+        return candidate(argv[1], float(argv[2]), argv[3:])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.experiments.failover", description=__doc__.split("\n")[0])
     p.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
                    help=f"comma list of {', '.join(SCENARIOS)} (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=None, help="faults per scenario (default 3; 2 with --quick)")
     p.add_argument("--quick", action="store_true", help="2 rounds per scenario unless --rounds says otherwise")
+    p.add_argument("--ttl", type=float, default=2.0, help="the lease TTL of the scenarios in seconds (default 2)")
     p.add_argument("--endpoint", default=os.environ.get("AWS_DYNAMODB_ENDPOINT"),
                    help="a running DynamoDB(-compatible) endpoint; default: start DynamoDB Local")
     p.add_argument("--json", type=Path, default=RESULTS_DIR / "failover.json")
     p.add_argument("--plot", type=Path, default=RESULTS_DIR / "failover.png")
-    # Worker mode (the driver starts these; not for direct use).
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
-    p.add_argument("--id", help=argparse.SUPPRESS)
-    p.add_argument("--table", help=argparse.SUPPRESS)
-    p.add_argument("--ttl", type=float, default=None, help="the lease TTL of the scenarios in seconds (default 2)")
-    p.add_argument("--renew", type=float, help=argparse.SUPPRESS)
-    p.add_argument("--watch", type=float, help=argparse.SUPPRESS)
-    p.add_argument("--retry", type=float, help=argparse.SUPPRESS)
-    p.add_argument("--skew", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--read-timeout", type=float, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--max-retries", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker:
-        return _run_worker(args)
-    if args.ttl is None:
-        args.ttl = 2.0
     if args.ttl <= 0:
         p.error("--ttl must be > 0")
     rounds = args.rounds if args.rounds is not None else (2 if args.quick else 3)
@@ -730,7 +654,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_avg_1m": round(os.getloadavg()[0], 2)},
         "method": (
-            "Three worker processes per cluster campaign for one lock; the leader is faulted (SIGKILL, "
+            "Three candidate processes (kvstore: tests/failover_worker.py) per cluster campaign for one lock; "
+            "the leader is faulted (SIGKILL, "
             "SIGSTOP, partition / dropped UpdateItem replies / 1 s delayed replies through a FaultProxy "
             "per worker) after the others watched it for renew+retry+0.5 s; failover = CLOCK_MONOTONIC "
             "of the next 'elected' event minus the fault. For kills kvstore and the Vault-style baseline "
