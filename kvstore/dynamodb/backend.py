@@ -20,7 +20,7 @@ Request plan of each operation (round trips are what cost time against real Dyna
   A put sends its pointers (BatchWriteItem) first, then the record as a conditional PutItem; a delete
   is one conditional DeleteItem, then cleanup. Half the write units of a transaction, and writers
   in one folder no longer cancel each other's transactions on the pointers they share (figures in
-  ``kvstore.recipes.versioned``, from ``benchmarks/recipes_cas.py``).
+  benchmarks/README.md, from ``python -m benchmarks.experiments.cas``).
 
 Integrity. Concurrent puts, deletes and commits never leave a key that ``get`` reads but ``list``
 cannot reach, nor a listed empty folder: the argument is in :mod:`kvstore.dynamodb.pointers`. Every
@@ -47,6 +47,7 @@ from aiobotocore.session import get_session
 
 from kvstore.backend import ABSENT, Backend, Check, ConditionalBackend, Fence, HABackend, Lock, VersionedEntry, Write
 from kvstore.commits import coalesce, validate_commit
+from kvstore.dynamodb.coalesce import GroupReader
 from kvstore.dynamodb.config import ConfigValue, DynamoDBConfig
 from kvstore.dynamodb.inflight import InFlight
 from kvstore.dynamodb.lock import DynamoDBLockStore, fence_condition
@@ -96,7 +97,8 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         self._config = config
         self._table = table
         self._stack = stack
-        self._writer = BatchWriter(table, deadline=config.write_deadline)
+        self._writer = BatchWriter(table, deadline=config.write_deadline, coalesce=config.coalesce)
+        self._reader = GroupReader(table, deadline=config.write_deadline) if config.coalesce else None
         self._inflight = InFlight()
         self._pointers = FolderPointers(table, self._writer, self._inflight)
         self._locks = DynamoDBLockStore(table, check_open=self._check_open)
@@ -239,8 +241,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
     async def get(self, key: str) -> Entry | None:
         validate_key(key)
         self._check_open()
-        out = await self._table.call("get_item", key=key, Key=item_key(key), ConsistentRead=True)
-        item = out.get("Item")
+        item = await self._read(key)
         return None if item is None else entry_from_item(item)
 
     async def list(self, prefix: str) -> builtins.list[str]:
@@ -325,9 +326,16 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         return await self._versioned(key)
 
     async def _versioned(self, key: str) -> VersionedEntry | None:
-        out = await self._table.call("get_item", key=key, Key=item_key(key), ConsistentRead=True)
-        item = out.get("Item")
+        item = await self._read(key)
         return None if item is None else VersionedEntry(entry_from_item(item), version_of(item))
+
+    async def _read(self, key: str) -> Item | None:
+        """The record of ``key``, read consistently (through the shared reads when coalescing)."""
+        if self._reader is not None:
+            return await self._reader.get(*split(key))
+        out = await self._table.call("get_item", key=key, Key=item_key(key), ConsistentRead=True)
+        item: Item | None = out.get("Item")
+        return item
 
     async def commit(
         self,

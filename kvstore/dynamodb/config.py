@@ -45,6 +45,7 @@ _KNOWN_KEYS = frozenset(
         "ha_enabled", "max_parallel", "access_key", "secret_key", "session_token", "billing_mode",
         "lock_ttl", "lock_renew_interval", "lock_retry_interval", "lock_watch_interval",
         "write_deadline", "connect_timeout", "read_timeout", "table_active_timeout", "create_table",
+        "coalesce",
     }
 )
 
@@ -75,6 +76,10 @@ class DynamoDBConfig:
     create_table: bool = True
     """Create the table when it is missing (Vault does). Off, a missing table is TableNotFound:
     what read-only tools want, so a mistyped table name does not quietly create a new table."""
+    coalesce: bool = True
+    """Let concurrent operations share BatchWriteItem / BatchGetItem calls (group commit and
+    coalesced reads, :mod:`kvstore.dynamodb.coalesce`). Off, every operation sends its own requests
+    (what the raw-equivalence benchmark compares against)."""
 
     @classmethod
     def from_mapping(
@@ -138,6 +143,7 @@ class DynamoDBConfig:
             read_timeout=_seconds("read timeout", pick("read_timeout")) or 30.0,
             table_active_timeout=_seconds("table active timeout", pick("table_active_timeout")) or 120.0,
             create_table=_bool("create_table", pick("create_table"), default=True),
+            coalesce=_bool("coalesce", pick("coalesce"), default=True),
         )
 
 
@@ -148,9 +154,10 @@ _NON_TEXT_KEYS = frozenset(
         "read_capacity", "write_capacity", "dynamodb_max_retries", "ha_enabled", "max_parallel",
         "lock_ttl", "lock_renew_interval", "lock_retry_interval", "lock_watch_interval",
         "write_deadline", "connect_timeout", "read_timeout", "table_active_timeout", "create_table",
+        "coalesce",
     }
 )
-_FLAGS = frozenset({"ha_enabled", "create_table"})
+_FLAGS = frozenset({"ha_enabled", "create_table", "coalesce"})
 
 
 def _as_text(key: str, value: object) -> str:

@@ -46,7 +46,7 @@ class Table:
 
         :raises KVStoreError: the SDK's error, translated (see :mod:`kvstore.dynamodb.errormap`).
         """
-        if operation not in ("batch_write_item", "transact_write_items", "transact_get_items"):
+        if operation not in ("batch_write_item", "batch_get_item", "transact_write_items", "transact_get_items"):
             params.setdefault("TableName", self.name)
         method = getattr(self.client, operation)
         async with self.permits.permit():

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
+from kvstore.dynamodb.coalesce import GroupWriter
 from kvstore.dynamodb.table import Table
 from kvstore.errors import EngineUnavailable, Throttled, TransactionConflict, WriteIncomplete
 
@@ -63,14 +64,23 @@ class BatchWriter:
         deadline: float = 30.0,
         base_delay: float = 0.025,
         max_delay: float = 1.0,
+        coalesce: bool = False,
     ) -> None:
         self._table = table
         self._deadline = deadline
         self.base_delay = base_delay
         """The first backoff before a resubmission (seconds)."""
         self._max = max_delay
-        self.retries = 0
+        self._retries = 0
+        self.group: GroupWriter | None = (
+            GroupWriter(table, deadline=deadline, base_delay=base_delay, max_delay=max_delay) if coalesce else None
+        )
+        """Shares BatchWriteItem calls among concurrent writes (None when coalescing is off)."""
+
+    @property
+    def retries(self) -> int:
         """How many times a batch (or its unprocessed rest) was resubmitted."""
+        return self._retries + (self.group.retries if self.group else 0)
 
     async def write(self, *groups: Sequence[WriteRequest]) -> bool:
         """Write every group, in order; the batches of one group go out concurrently.
@@ -84,6 +94,8 @@ class BatchWriter:
         :raises Throttled, EngineUnavailable, TransactionConflict: the last error, when the deadline
             passed on it. Other errors (an engine rejection, a missing table) are raised at once.
         """
+        if self.group is not None and len(groups) == 1 and len(groups[0]) <= BATCH_LIMIT:
+            return await self.group.write(groups[0])
         deadline = time.monotonic() + self._deadline
         clean = True
         for group in groups:
@@ -115,7 +127,7 @@ class BatchWriter:
                     pending=len(pending),
                 )
             attempt += 1
-            self.retries += 1
+            self._retries += 1
             log.debug(
                 "batch write: %d requests to resend (%s), backoff %.3fs",
                 len(pending), reason or "unprocessed", delay,

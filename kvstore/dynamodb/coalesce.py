@@ -1,0 +1,328 @@
+"""Group commit and coalesced reads: concurrent operations share BatchWriteItem / BatchGetItem calls.
+
+Per-call client CPU (about a millisecond in aiobotocore), not the engine, caps one process at one
+request per operation; DynamoDB moves 25 items per BatchWriteItem and 100 keys per BatchGetItem for
+barely more. So operations that arrive while a request is in flight ride the next one:
+
+- **No added latency when idle.** At most ``lanes`` requests are in flight; while a lane is free,
+  an operation goes out at once, alone. Only while every lane is busy do operations queue, and each
+  request that completes takes the queue's head along (up to 25 write items / 100 keys).
+- **Identical items are written once.** Concurrent puts into one folder share its pointer items
+  (write units are billed per item); a batch never holds two requests on one item.
+- **Per-key order.** An operation on a record already in flight (or queued earlier) waits for it:
+  a put then a delete of one key land in that order.
+- **Each operation resolves alone**, as soon as all of *its* items are stored, and fails alone
+  when one of its items does (an unprocessed item past the deadline, an engine rejection).
+  Unprocessed items are resubmitted with capped exponential backoff and full jitter, as the
+  :class:`~kvstore.dynamodb.writer.BatchWriter` does.
+- **Clean or not.** A write whose items all landed on their first sending is *clean*; the
+  folder-pointer protocol (:mod:`kvstore.dynamodb.pointers`) relies on that, and sharing a request
+  keeps it true: an operation's record and pointers still travel in one request.
+
+Cancellation: callers await futures; the requests themselves belong to the group, so cancelling one
+caller never cancels another's items (the backend also shields its operations, see
+:mod:`kvstore.dynamodb.inflight`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvstore.dynamodb.records import ATTR_KEY, ATTR_PATH, Item
+from kvstore.dynamodb.table import Table
+from kvstore.errors import Throttled, WriteIncomplete, is_transient
+
+__all__ = ["GET_LIMIT", "GroupReader", "GroupWriter", "LANES"]
+
+log = logging.getLogger(__name__)
+
+#: Requests of one kind in flight at once. Few enough that concurrent operations share requests,
+#: enough that one slow request does not stall the rest.
+LANES = 4
+#: DynamoDB's limits on one BatchWriteItem and one BatchGetItem.
+WRITE_LIMIT = 25
+GET_LIMIT = 100
+
+ItemKey = tuple[str, str]
+WriteRequest = dict[str, Any]
+
+
+def _item_key(request: WriteRequest) -> ItemKey:
+    """The (Path, Key) a write request touches."""
+    body = request.get("PutRequest", {}).get("Item") or request["DeleteRequest"]["Key"]
+    return body[ATTR_PATH]["S"], body[ATTR_KEY]["S"]
+
+
+def _is_pointer(key: ItemKey) -> bool:
+    return key[1].endswith("/")
+
+
+@dataclass(eq=False)
+class _WriteOp:
+    requests: dict[ItemKey, WriteRequest]
+    future: asyncio.Future[bool]
+    pending: set[ItemKey] = field(default_factory=set)
+    clean: bool = True
+
+    @property
+    def records(self) -> list[ItemKey]:
+        return [k for k in self.requests if not _is_pointer(k)]
+
+    def landed(self, key: ItemKey) -> None:
+        self.pending.discard(key)
+        if not self.pending and not self.future.done():
+            self.future.set_result(self.clean)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class _Backoff:
+    """Capped exponential backoff with full jitter, within a deadline."""
+
+    def __init__(self, deadline: float, base: float, cap: float) -> None:
+        self.deadline = time.monotonic() + deadline
+        self._base = base
+        self._cap = cap
+        self.attempt = 0
+
+    def next_delay(self) -> float | None:
+        """The next sleep, or None when it would pass the deadline."""
+        delay = random.uniform(0, min(self._cap, self._base * 2**self.attempt))
+        if time.monotonic() + delay > self.deadline:
+            return None
+        self.attempt += 1
+        return delay
+
+
+class _Lanes:
+    """The requests in flight and their tasks (kept referenced until done)."""
+
+    def __init__(self, lanes: int) -> None:
+        self.limit = lanes
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def free(self) -> bool:
+        return len(self.tasks) < self.limit
+
+    def start(self, coro: Any, done: Callable[[], None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            done()
+
+        task.add_done_callback(finished)
+
+
+class GroupWriter:
+    """Shares BatchWriteItem calls among concurrent writes of at most 25 items each."""
+
+    def __init__(
+        self, table: Table, *, deadline: float, base_delay: float = 0.025, max_delay: float = 1.0, lanes: int = LANES
+    ) -> None:
+        self._table = table
+        self._deadline = deadline
+        self._base = base_delay
+        self._max = max_delay
+        self._lanes = _Lanes(lanes)
+        self._queue: deque[_WriteOp] = deque()
+        self._busy: set[ItemKey] = set()  # records of operations in flight (per-key order)
+        self.retries = 0
+        """How many times a batch (or its unprocessed rest) was resubmitted."""
+        self.shared_items = 0
+        """Write requests saved because concurrent operations needed the same item."""
+
+    async def write(self, requests: Sequence[WriteRequest]) -> bool:
+        """Store ``requests`` (at most 25, at most one per item); whether the write was clean.
+
+        :raises WriteIncomplete: some of these items were still unprocessed at the deadline.
+        :raises KVStoreError: the engine refused the request, or a transient error outlasted the
+            deadline.
+        """
+        items = {_item_key(r): r for r in requests}  # one request per item (the last one wins)
+        if len(items) > WRITE_LIMIT:
+            raise ValueError(f"a grouped write takes at most {WRITE_LIMIT} items")
+        op = _WriteOp(items, asyncio.get_running_loop().create_future(), set(items))
+        if not items:
+            return True
+        self._queue.append(op)
+        self._pump()
+        return await asyncio.shield(op.future)
+
+    def _pump(self) -> None:
+        while self._queue and self._lanes.free:
+            batch = self._take()
+            if not batch:
+                return
+            records = [k for op in batch for k in op.records]
+            self._busy.update(records)
+            self._lanes.start(self._send(batch), functools.partial(self._done, records))
+
+    def _done(self, records: list[ItemKey]) -> None:
+        self._busy.difference_update(records)
+        self._pump()
+
+    def _take(self) -> list[_WriteOp]:
+        """The queue's head that fits one batch, in order; operations on busy records wait."""
+        chosen: list[_WriteOp] = []
+        items: set[ItemKey] = set()
+        blocked: set[ItemKey] = set(self._busy)
+        waiting: deque[_WriteOp] = deque()
+        while self._queue:
+            op = self._queue.popleft()
+            records = op.records
+            if any(k in blocked for k in records):
+                blocked.update(records)  # later operations on these keys wait behind this one
+                waiting.append(op)
+                continue
+            new = [k for k in op.requests if k not in items]
+            if len(items) + len(new) > WRITE_LIMIT:
+                self._queue.appendleft(op)
+                break
+            self.shared_items += len(op.requests) - len(new)
+            items.update(new)
+            blocked.update(records)
+            chosen.append(op)
+        waiting.extend(self._queue)
+        self._queue = waiting
+        return chosen
+
+    async def _send(self, batch: list[_WriteOp]) -> None:
+        owners: dict[ItemKey, list[_WriteOp]] = {}
+        pending: dict[ItemKey, WriteRequest] = {}
+        for op in batch:
+            for k, r in op.requests.items():
+                owners.setdefault(k, []).append(op)
+                pending.setdefault(k, r)
+        backoff = _Backoff(self._deadline, self._base, self._max)
+        try:
+            while pending:
+                reason: BaseException | None = None
+                try:
+                    requests = {self._table.name: list(pending.values())}
+                    out = await self._table.call("batch_write_item", RequestItems=requests)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    reason = exc
+                    unprocessed = set(pending)
+                else:
+                    left = out.get("UnprocessedItems", {}).get(self._table.name, [])
+                    unprocessed = {_item_key(r) for r in left}
+                    retried = bool(out.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+                    for k in [k for k in pending if k not in unprocessed]:
+                        del pending[k]
+                        for op in owners[k]:
+                            if retried or backoff.attempt:
+                                op.clean = False
+                            op.landed(k)
+                if not pending:
+                    return
+                for k in pending:
+                    for op in owners[k]:
+                        op.clean = False
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise reason or WriteIncomplete(
+                        f"{len(pending)} write requests still unprocessed at the deadline", pending=len(pending)
+                    )
+                self.retries += 1
+                log.debug("grouped write: %d requests to resend (%s), backoff %.3fs", len(pending),
+                          reason or "unprocessed", delay)
+                await asyncio.sleep(delay)
+        except BaseException as exc:
+            for k in pending:
+                for op in owners[k]:
+                    op.fail(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            if not isinstance(exc, Exception):
+                raise
+
+
+@dataclass(eq=False)
+class _Read:
+    key: ItemKey
+    future: asyncio.Future[Item | None]
+
+
+class GroupReader:
+    """Shares consistent BatchGetItem calls among concurrent point reads; a lone read is a GetItem."""
+
+    def __init__(
+        self, table: Table, *, deadline: float, base_delay: float = 0.025, max_delay: float = 1.0, lanes: int = LANES
+    ) -> None:
+        self._table = table
+        self._deadline = deadline
+        self._base = base_delay
+        self._max = max_delay
+        self._lanes = _Lanes(lanes)
+        self._queue: deque[_Read] = deque()
+        self.batched_keys = 0
+        """Keys read through a BatchGetItem shared with other reads."""
+
+    async def get(self, path: str, name: str) -> Item | None:
+        """The item at (``path``, ``name``), read consistently, or None."""
+        read = _Read((path, name), asyncio.get_running_loop().create_future())
+        self._queue.append(read)
+        self._pump()
+        return await asyncio.shield(read.future)
+
+    def _pump(self) -> None:
+        while self._queue and self._lanes.free:
+            reads: dict[ItemKey, list[_Read]] = {}
+            while self._queue and (len(reads) < GET_LIMIT or self._queue[0].key in reads):
+                r = self._queue.popleft()
+                reads.setdefault(r.key, []).append(r)
+            self._lanes.start(self._send(reads), self._pump)
+
+    async def _send(self, reads: dict[ItemKey, list[_Read]]) -> None:
+        def deliver(key: ItemKey, item: Item | None) -> None:
+            for r in reads.pop(key, []):
+                if not r.future.done():
+                    r.future.set_result(item)
+
+        try:
+            if len(reads) == 1:
+                (path, name), = reads
+                out = await self._table.call(
+                    "get_item", key=name, Key={ATTR_PATH: {"S": path}, ATTR_KEY: {"S": name}}, ConsistentRead=True
+                )
+                deliver((path, name), out.get("Item"))
+                return
+            self.batched_keys += len(reads)
+            backoff = _Backoff(self._deadline, self._base, self._max)
+            while reads:
+                keys = [{ATTR_PATH: {"S": p}, ATTR_KEY: {"S": n}} for p, n in reads]
+                out = await self._table.call(
+                    "batch_get_item", RequestItems={self._table.name: {"Keys": keys, "ConsistentRead": True}}
+                )
+                for item in out.get("Responses", {}).get(self._table.name, []):
+                    deliver((item[ATTR_PATH]["S"], item[ATTR_KEY]["S"]), item)
+                left = out.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", [])
+                unprocessed = {(k[ATTR_PATH]["S"], k[ATTR_KEY]["S"]) for k in left}
+                for key in [k for k in reads if k not in unprocessed]:
+                    deliver(key, None)  # asked, answered, absent
+                if not reads:
+                    return
+                delay = backoff.next_delay()
+                if delay is None:
+                    raise Throttled(f"{len(reads)} keys still unprocessed at the deadline", code="UnprocessedKeys")
+                await asyncio.sleep(delay)
+        except BaseException as exc:
+            for waiting in reads.values():
+                for r in waiting:
+                    if not r.future.done():
+                        r.future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            if not isinstance(exc, Exception):
+                raise
