@@ -541,7 +541,7 @@ async def test_throttled_read_is_retried_by_the_sdk_by_default(dynamodb_conf: di
 # -- a failed delete must not keep writing ----------------------------------------------------
 # The record's delete and its folder query go out together; when the query failed, delete() used to
 # raise at once while the write went on resending until write_deadline (asyncio.gather without
-# return_exceptions), so it could land after the caller's next put. writer.settle() waits for both.
+# return_exceptions), so it could land after the caller's next put. kvstore.settle.settle() waits for both.
 
 async def test_failed_delete_sends_nothing_after_it_raised(dynamodb_conf: dict[str, str]) -> None:
     async with rig(dynamodb_conf, dynamodb_max_retries="0", write_deadline="0.5") as (proxy, faulty, _):

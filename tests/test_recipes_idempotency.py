@@ -302,6 +302,17 @@ async def test_cache_is_bounded(backend: Store, clock: FakeClock) -> None:
     assert reads(backend) - before == 1
 
 
+async def test_clear_cache_makes_the_next_get_read_the_store(backend: Store, clock: FakeClock) -> None:
+    store = IdempotencyStore(backend, cache_size=2, clock=clock)
+    await store.complete(await store.claim("k"), "v")
+    await backend.delete(store.record_key("k"))  # behind the store's back (another node's forget)
+    assert await store.get("k") is not None  # still served from the cache
+    before = reads(backend)
+    store.clear_cache()
+    assert await store.get("k") is None  # read again, and gone
+    assert reads(backend) == before + 1
+
+
 # -- the ALL_OLD fallback ------------------------------------------------------------------------
 
 

@@ -64,7 +64,7 @@ from kvstore.dynamodb.records import (
     version_of,
 )
 from kvstore.dynamodb.table import Table
-from kvstore.dynamodb.writer import BATCH_LIMIT, BatchWriter, WriteRequest, settle
+from kvstore.dynamodb.writer import BATCH_LIMIT, BatchWriter, WriteRequest
 from kvstore.entry import Entry, Operation, TxnEntry
 from kvstore.errors import (
     BackendClosed,
@@ -79,6 +79,7 @@ from kvstore.lease import LeaseLock
 from kvstore.limits import check_entry
 from kvstore.local import local_credentials
 from kvstore.permits import PermitPool
+from kvstore.settle import settle
 
 __all__ = ["DynamoDBBackend"]
 

@@ -14,14 +14,15 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from kvstore.dynamodb.coalesce import GroupWriter
 from kvstore.dynamodb.table import Table
 from kvstore.errors import EngineUnavailable, Throttled, TransactionConflict, WriteIncomplete
+from kvstore.settle import settle
 
-__all__ = ["BATCH_LIMIT", "BatchWriter", "WriteRequest", "settle"]
+__all__ = ["BATCH_LIMIT", "BatchWriter", "WriteRequest"]
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +32,6 @@ BATCH_LIMIT = 25
 WriteRequest = dict[str, Any]
 """``{"PutRequest": {"Item": ...}}`` or ``{"DeleteRequest": {"Key": ...}}``."""
 
-T = TypeVar("T")
-
-
-async def settle(*aws: Awaitable[T]) -> list[T]:
-    """Run ``aws`` concurrently, wait until **every one** has finished, then raise the first error.
-
-    ``asyncio.gather`` raises as soon as one awaitable fails and leaves the others running: a
-    write that keeps resending after its operation already reported failure can land later and
-    undo the caller's next write. Operations that send writes concurrently use this instead, so
-    when they raise, nothing of theirs is still in flight.
-    """
-    results = await asyncio.gather(*aws, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return results  # type: ignore[return-value]  # no exceptions left, so every item is a T
 
 
 class BatchWriter:
