@@ -46,6 +46,12 @@ def table_name() -> str:
 
 
 @pytest.fixture
+def where(dynamodb_endpoint: str, table_name: str) -> list[str]:
+    """The CLI's connection options for the session engine and this test's table."""
+    return ["--endpoint", dynamodb_endpoint, "--table", table_name]
+
+
+@pytest.fixture
 def dynamodb_conf(dynamodb_endpoint: str, table_name: str) -> dict[str, str]:
     """Config for a DynamoDBBackend on the session engine, with its own table."""
     return {

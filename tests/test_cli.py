@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_support import assert_one_error_line, run
 
 from kvstore.cli import main, progress_bar
 from kvstore.dynamodb import DynamoDBBackend
@@ -30,25 +31,7 @@ from kvstore.tree import TreeNode, draw_tree
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def where(dynamodb_endpoint: str, table_name: str) -> list[str]:
-    """The connection options of the session engine and this test's table."""
-    return ["--endpoint", dynamodb_endpoint, "--table", table_name]
 
-
-def run(capfd: pytest.CaptureFixture[bytes], *argv: str) -> tuple[int, bytes, str]:
-    """``main(argv)``: the exit status, stdout bytes, stderr text."""
-    code = main(list(argv))
-    out, err = capfd.readouterr()
-    return code, out, err.decode()
-
-
-def assert_one_error_line(err: str) -> None:
-    """A user mistake is one ``kvstore...: error: ...`` line on stderr, never a traceback."""
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert "error: " in lines[0] and lines[0].startswith("kvstore"), err
-    assert "Traceback" not in err
 
 
 # -- put / get ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_support import assert_one_error_line, run
 
 import kvstore
 import kvstore.cli as cli
@@ -38,25 +39,6 @@ from kvstore.cli import (
 )
 from kvstore.dynamodb import DynamoDBBackend
 from kvstore.engine import free_port
-
-
-@pytest.fixture
-def where(dynamodb_endpoint: str, table_name: str) -> list[str]:
-    return ["--endpoint", dynamodb_endpoint, "--table", table_name]
-
-
-def run(capfd: pytest.CaptureFixture[bytes], *argv: str) -> tuple[int, bytes, str]:
-    """``main(argv)``: the exit status, stdout bytes, stderr text."""
-    code = main(list(argv))
-    out, err = capfd.readouterr()
-    return code, out, err.decode()
-
-
-def assert_one_error_line(err: str) -> None:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert "error: " in lines[0] and lines[0].startswith("kvstore"), err
-    assert "Traceback" not in err
 
 
 def _raw_write(conf: dict[str, str], *items: dict[str, object]) -> None:
