@@ -65,6 +65,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import overload
 
+from kvstore import metrics
 from kvstore.backend import Lock
 from kvstore.errors import (
     BackendClosed,
@@ -597,6 +598,7 @@ class LeaseLock(Lock):
     def _start(self, grant: _Grant) -> asyncio.Event:
         self._grant = grant
         self._token = grant.token
+        metrics.record_lock_held(self._key)
         log.debug("lock %s: granted, fencing token %d", self._key, grant.token)
         grant.tasks = [
             asyncio.create_task(self._guarded(grant, self._renew_loop), name=f"lock-renew:{self._key}"),
@@ -632,6 +634,7 @@ class LeaseLock(Lock):
         """Step down: set "lost", cancel the grant's tasks (no renewal goes out after this) and,
         with ``release``, free the record in the background if it is still in our name."""
         if not grant.lost.is_set():
+            metrics.record_lock_released(self._key, grant.lost)
             log.warning("lock %s: leadership lost (%s), fencing token %d", self._key, why, grant.token)
             grant.lost.set()
         current = asyncio.current_task()
@@ -701,25 +704,30 @@ class LeaseLock(Lock):
             rec = await self._store.renew(self._key, identity=self._identity)
         except BackendError as exc:
             if not (is_transient(exc) or isinstance(exc, ConditionFailed)):
+                metrics.record_renewal(self._key, "error")
                 self._fail(grant, exc)
                 return
             # Ambiguous: the write may or may not have landed. Either way the record is still in
             # our name (renewals are conditioned on our identity, not on a version), so the next
             # attempt succeeds if we still hold it. Only a renewal seen to land moves the deadline.
             grant.renew_failures += 1
+            metrics.record_renewal(self._key, "failed")
             _log_failure(self._key, "renewal", grant.renew_failures, exc)
             grant.renew_due = min(grant.renew_due, self._clock() + self._timings.retry_interval)
             grant.wake.set()
             return
         except Exception as exc:
+            metrics.record_renewal(self._key, "error")
             self._fail(grant, exc)
             return
         if grant.lost.is_set():
             return  # landed after we stepped down: it proves nothing any more
         if rec is None or rec.fence != grant.token:
+            metrics.record_renewal(self._key, "lost")
             self._mark_lost(grant, "the record is gone or held by another grant at renewal")
             return
         grant.renew_failures = 0
+        metrics.record_renewal(self._key, "ok")
         if sent < grant.trusted_from:
             return  # sent before a pause the lease clock missed: its send time is not to be trusted
         grant.last_sent = max(grant.last_sent, sent)
@@ -795,6 +803,7 @@ class LeaseLock(Lock):
         self._epoch += 1
         grant = self._grant
         if grant is not None:
+            metrics.record_lock_released(self._key, grant.lost)
             grant.lost.set()
         campaign = self._campaign_task
         if campaign is not None and not campaign.done():
@@ -802,6 +811,7 @@ class LeaseLock(Lock):
         async with self._mutex:  # the cancelled lock() call, and any made before this, end first
             grant, self._grant = self._grant, None
             if grant is not None:
+                metrics.record_lock_released(self._key, grant.lost)
                 grant.lost.set()
                 await self._stop_tasks(grant)
             if not self._may_hold:

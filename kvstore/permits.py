@@ -11,6 +11,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from kvstore import metrics
+
 __all__ = ["DEFAULT_PERMITS", "PermitPool", "PermitStatistics"]
 
 #: Vault's default ``max_parallel``.
@@ -19,12 +21,14 @@ DEFAULT_PERMITS = 128
 
 @dataclass(frozen=True, slots=True)
 class PermitStatistics:
-    """A snapshot of a pool: its size, permits in use now, the most ever in use, and total grants."""
+    """A snapshot of a pool: its size, permits in use now, the most ever in use, total grants, and
+    how many holders are waiting for a permit now."""
 
     size: int
     in_use: int
     peak_in_use: int
     acquired_total: int
+    waiting: int = 0
 
 
 class PermitPool:
@@ -38,16 +42,33 @@ class PermitPool:
         self._in_use = 0
         self._peak = 0
         self._total = 0
+        self._waiting = 0
+        metrics.track_permits(self)
 
     @property
     def size(self) -> int:
         """How many permits the pool hands out at most."""
         return self._size
 
+    @property
+    def in_use(self) -> int:
+        """How many permits are held now."""
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        """How many holders are waiting for a permit now."""
+        return self._waiting
+
     @contextlib.asynccontextmanager
     async def permit(self) -> AsyncIterator[None]:
         """Hold one permit for the duration of the block (waits while all are taken)."""
-        async with self._sem:
+        self._waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self._waiting -= 1
+        try:
             self._in_use += 1
             self._total += 1
             self._peak = max(self._peak, self._in_use)
@@ -55,7 +76,9 @@ class PermitPool:
                 yield
             finally:
                 self._in_use -= 1
+        finally:
+            self._sem.release()
 
     def statistics(self) -> PermitStatistics:
         """A snapshot of the pool's counters."""
-        return PermitStatistics(self._size, self._in_use, self._peak, self._total)
+        return PermitStatistics(self._size, self._in_use, self._peak, self._total, self._waiting)

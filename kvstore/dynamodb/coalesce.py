@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvstore import metrics
 from kvstore.dynamodb.records import ATTR_KEY, ATTR_PATH, Item
 from kvstore.dynamodb.table import Table
 from kvstore.errors import Throttled, WriteIncomplete, is_transient
@@ -126,8 +127,8 @@ class _Lanes:
         task.add_done_callback(finished)
 
 
-class GroupWriter:
-    """Shares BatchWriteItem calls among concurrent writes of at most 25 items each."""
+class _Group:
+    """What a writer and a reader share: the table, the lanes, and the backoff of resubmissions."""
 
     def __init__(
         self, table: Table, *, deadline: float, base_delay: float = 0.025, max_delay: float = 1.0, lanes: int = LANES
@@ -137,6 +138,16 @@ class GroupWriter:
         self._base = base_delay
         self._max = max_delay
         self._lanes = _Lanes(lanes)
+
+    def _backoff(self) -> _Backoff:
+        return _Backoff(self._deadline, self._base, self._max)
+
+
+class GroupWriter(_Group):
+    """Shares BatchWriteItem calls among concurrent writes of at most 25 items each."""
+
+    def __init__(self, table: Table, **timing: Any) -> None:
+        super().__init__(table, **timing)
         self._queue: deque[_WriteOp] = deque()
         self._busy: set[ItemKey] = set()  # records of operations in flight (per-key order)
         self.retries = 0
@@ -206,7 +217,7 @@ class GroupWriter:
             for k, r in op.requests.items():
                 owners.setdefault(k, []).append(op)
                 pending.setdefault(k, r)
-        backoff = _Backoff(self._deadline, self._base, self._max)
+        backoff = self._backoff()
         try:
             while pending:
                 reason: BaseException | None = None
@@ -221,6 +232,7 @@ class GroupWriter:
                 else:
                     left = out.get("UnprocessedItems", {}).get(self._table.name, [])
                     unprocessed = {_item_key(r) for r in left}
+                    metrics.record_unprocessed("BatchWriteItem", len(unprocessed))
                     retried = bool(out.get("ResponseMetadata", {}).get("RetryAttempts", 0))
                     for k in [k for k in pending if k not in unprocessed]:
                         del pending[k]
@@ -239,6 +251,7 @@ class GroupWriter:
                         f"{len(pending)} write requests still unprocessed at the deadline", pending=len(pending)
                     )
                 self.retries += 1
+                metrics.record_batch_retry("BatchWriteItem", reason)
                 log.debug("grouped write: %d requests to resend (%s), backoff %.3fs", len(pending),
                           reason or "unprocessed", delay)
                 await asyncio.sleep(delay)
@@ -256,17 +269,11 @@ class _Read:
     future: asyncio.Future[Item | None]
 
 
-class GroupReader:
+class GroupReader(_Group):
     """Shares consistent BatchGetItem calls among concurrent point reads; a lone read is a GetItem."""
 
-    def __init__(
-        self, table: Table, *, deadline: float, base_delay: float = 0.025, max_delay: float = 1.0, lanes: int = LANES
-    ) -> None:
-        self._table = table
-        self._deadline = deadline
-        self._base = base_delay
-        self._max = max_delay
-        self._lanes = _Lanes(lanes)
+    def __init__(self, table: Table, **timing: Any) -> None:
+        super().__init__(table, **timing)
         self._queue: deque[_Read] = deque()
         self.batched_keys = 0
         """Keys read through a BatchGetItem shared with other reads."""
@@ -301,7 +308,7 @@ class GroupReader:
                 deliver((path, name), out.get("Item"))
                 return
             self.batched_keys += len(reads)
-            backoff = _Backoff(self._deadline, self._base, self._max)
+            backoff = self._backoff()
             while reads:
                 keys = [{ATTR_PATH: {"S": p}, ATTR_KEY: {"S": n}} for p, n in reads]
                 out = await self._table.call(
@@ -311,6 +318,7 @@ class GroupReader:
                     deliver((item[ATTR_PATH]["S"], item[ATTR_KEY]["S"]), item)
                 left = out.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", [])
                 unprocessed = {(k[ATTR_PATH]["S"], k[ATTR_KEY]["S"]) for k in left}
+                metrics.record_unprocessed("BatchGetItem", len(unprocessed))
                 for key in [k for k in reads if k not in unprocessed]:
                     deliver(key, None)  # asked, answered, absent
                 if not reads:
@@ -318,6 +326,7 @@ class GroupReader:
                 delay = backoff.next_delay()
                 if delay is None:
                     raise Throttled(f"{len(reads)} keys still unprocessed at the deadline", code="UnprocessedKeys")
+                metrics.record_batch_retry("BatchGetItem")
                 await asyncio.sleep(delay)
         except BaseException as exc:
             for waiting in reads.values():

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from kvstore import metrics
 from kvstore.dynamodb.config import DynamoDBConfig
 from kvstore.dynamodb.errormap import translated
 from kvstore.dynamodb.records import ATTR_KEY, ATTR_PATH
@@ -51,7 +52,7 @@ class Table:
         method = getattr(self.client, operation)
         async with self.permits.permit():
             self.requests[operation] += 1
-            with translated(key):
+            with metrics.timed_request(operation), translated(key):
                 result: dict[str, Any] = await method(**params)
         return result
 

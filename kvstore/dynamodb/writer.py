@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from kvstore import metrics
 from kvstore.dynamodb.coalesce import GroupWriter
 from kvstore.dynamodb.table import Table
 from kvstore.errors import EngineUnavailable, Throttled, TransactionConflict, WriteIncomplete
@@ -98,6 +99,7 @@ class BatchWriter:
             try:
                 out = await self._table.call("batch_write_item", RequestItems={self._table.name: pending})
                 pending = out.get("UnprocessedItems", {}).get(self._table.name, [])
+                metrics.record_unprocessed("BatchWriteItem", len(pending))
                 if not pending:
                     return attempt == 0 and not out.get("ResponseMetadata", {}).get("RetryAttempts", 0)
                 reason: Exception | None = None
@@ -113,6 +115,7 @@ class BatchWriter:
                 )
             attempt += 1
             self._retries += 1
+            metrics.record_batch_retry("BatchWriteItem", reason)
             log.debug(
                 "batch write: %d requests to resend (%s), backoff %.3fs",
                 len(pending), reason or "unprocessed", delay,
