@@ -13,23 +13,42 @@ Semantics every implementation keeps (``kvstore.testing`` checks them):
 - ``list(prefix)`` returns the direct children of the folder, sorted; sub-folders end in ``/``.
   A key ``x`` and a folder ``x/`` are two distinct children. Empty folders vanish.
 - Names whose last segment starts with ``_`` (lock records) never appear in ``list``.
+- ``list_page`` and ``iter_list`` give the same names as ``list``, in the same order, a page at a
+  time (OpenBao's ``ListPage``): a folder of any size is read in O(page) memory.
 - Bad input raises a :class:`~kvstore.errors.UsageError` before anything is written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import builtins
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Self, overload
 
 from kvstore.entry import Entry, Operation, TxnEntry
+from kvstore.errors import InvalidValue
+from kvstore.keys import validate_prefix
+
+#: Names per page of :meth:`Backend.iter_list` (and the default ``limit`` of ``list_page``).
+DEFAULT_PAGE_SIZE = 1000
+
+
+def check_page_args(after: object, limit: object) -> tuple[str, int]:
+    """``(after, limit)`` if ``after`` is a str and ``limit`` a positive int, else :class:`InvalidValue`."""
+    if not isinstance(after, str):
+        raise InvalidValue(f"after must be a str, not {type(after).__name__}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidValue(f"limit must be a positive int, not {limit!r}")
+    return after, limit
 
 __all__ = [
     "ABSENT",
+    "DEFAULT_PAGE_SIZE",
     "Absent",
     "Backend",
     "Check",
@@ -68,6 +87,45 @@ class Backend(ABC):
 
         Sub-folders end in ``/``; lock records are hidden. ``prefix`` may omit its trailing ``/``.
         """
+
+    async def list_page(self, prefix: str, *, after: str = "", limit: int = DEFAULT_PAGE_SIZE) -> builtins.list[str]:
+        """At most ``limit`` children of ``prefix`` that sort strictly after ``after`` (OpenBao's ``ListPage``).
+
+        The names and their order are exactly ``list``'s (folders and keys interleaved, a key ``x``
+        before the folder ``x/``); ``after`` need not be a child (``""``: from the start). Feed the
+        last name of a page back as ``after`` for the next page; an empty or short page ends it.
+
+        This default reads the whole folder with ``list``; backends that can seek override it.
+
+        :raises InvalidKey: ``prefix`` is malformed.
+        :raises InvalidValue: ``after`` is not a str, or ``limit`` is not a positive int.
+        """
+        after, limit = check_page_args(after, limit)
+        names = await self.list(prefix)
+        start = bisect.bisect_right(names, after) if after else 0
+        return names[start:start + limit]
+
+    def iter_list(self, prefix: str, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[str]:
+        """The names ``list(prefix)`` returns, in the same order, read a page at a time.
+
+        ``async for name in b.iter_list("a/"): ...``. Backends that can seek (DynamoDB) hold one
+        page of ``page_size`` names in memory at a time. Not a snapshot: a child added or removed
+        while the iteration runs may or may not be seen; a child present throughout is seen exactly
+        once, and names always come in ascending order. ``prefix`` and ``page_size`` are checked
+        at the call, before any I/O.
+
+        This default reads the whole folder with ``list`` (on the first ``__anext__``).
+
+        :raises InvalidKey: ``prefix`` is malformed.
+        :raises InvalidValue: ``page_size`` is not a positive int.
+        """
+        validate_prefix(prefix)
+        check_page_args("", page_size)
+        return self._iter_list_all(prefix)
+
+    async def _iter_list_all(self, prefix: str) -> AsyncIterator[str]:
+        for name in await self.list(prefix):
+            yield name
 
     @abstractmethod
     async def transaction(self, txns: Sequence[TxnEntry]) -> None:

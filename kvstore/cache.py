@@ -39,13 +39,25 @@ unknown), and a failed write drops the key (it may or may not have been applied)
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from kvstore.backend import Backend, Check, ConditionalBackend, Fence, HABackend, Lock, VersionedEntry, Write
+from kvstore import metrics
+from kvstore.backend import (
+    DEFAULT_PAGE_SIZE,
+    Backend,
+    Check,
+    ConditionalBackend,
+    Fence,
+    HABackend,
+    Lock,
+    VersionedEntry,
+    Write,
+)
 from kvstore.commits import coalesce, validate_commit
 from kvstore.entry import Entry, Operation, TxnEntry
 from kvstore.errors import BackendClosed, InvalidValue
@@ -229,8 +241,10 @@ class CachedBackend(Backend):
             if cached is not _MISSING:
                 self._lru.move_to_end(key)
                 self._hits += 1
+                metrics.record_cache(hit=True)
                 return cast("Entry | None", cached)
         self._misses += 1
+        metrics.record_cache(hit=False)
         st = self._state(key)
         st.readers += 1
         generation, epoch = st.generation, self._epoch
@@ -261,6 +275,14 @@ class CachedBackend(Backend):
     async def list(self, prefix: str) -> list[str]:
         self._check_open()
         return await self._backend.list(prefix)
+
+    async def list_page(self, prefix: str, *, after: str = "", limit: int = DEFAULT_PAGE_SIZE) -> builtins.list[str]:
+        self._check_open()
+        return await self._backend.list_page(prefix, after=after, limit=limit)
+
+    def iter_list(self, prefix: str, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[str]:
+        self._check_open()
+        return self._backend.iter_list(prefix, page_size=page_size)
 
     async def transaction(self, txns: Sequence[TxnEntry]) -> None:
         writes = coalesce(txns)  # validates every step before the cache is touched

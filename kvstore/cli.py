@@ -44,15 +44,16 @@ from types import FrameType
 from typing import IO, Any, NoReturn, TextIO, cast
 
 from kvstore import Backend, BackendError, EngineError, EngineUnavailable, Entry, HABackend, KVStoreError, UsageError
+from kvstore.backend import DEFAULT_PAGE_SIZE
 from kvstore.dynamodb import DynamoDBBackend, DynamoDBConfig
 from kvstore.dynamodb.config import ENV_VARS
 from kvstore.election import Election, Term
 from kvstore.engine import LocalEngine, engine_dir, install_engine
 from kvstore.errors import is_transient
-from kvstore.fsck import FsckReport, Progress, fsck, walk_list
+from kvstore.fsck import FsckReport, Progress, fsck
 from kvstore.keys import validate_key, validate_prefix
 from kvstore.local import LOCAL_CREDENTIALS, local_credentials
-from kvstore.tree import TreeNode, draw_tree, read_tree
+from kvstore.tree import TreeNode, iter_tree_lines, read_tree
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -724,30 +725,61 @@ def _cmd_list(args: argparse.Namespace) -> int:
     as_json: bool = args.json
 
     async def work(backend: DynamoDBBackend) -> int:
-        names = await backend.list(prefix)
+        # One page of names in memory at a time: a folder of any size streams out as it is read.
+        # The output is what printing the whole ``list`` gives (a JSON array on one line, or one
+        # name per line), written a page at a time.
+        names = backend.iter_list(prefix)
+        async with waiting_status(sys.stderr, "the first names"):
+            first = await anext(names, None)
+        out = sys.stdout
         if as_json:
-            _say_json(names)
+            out.write("[" if first is None else "[" + json.dumps(first))
+            async for chunk in _chunks(names):
+                out.write("".join(", " + json.dumps(n) for n in chunk))
+                out.flush()
+            out.write("]\n")
+            out.flush()
             return 0
-        for name in names:
-            _say(name)
+        if first is not None:
+            out.write(first + "\n")
+        out.flush()
+        async for chunk in _chunks(names):
+            out.write("".join(n + "\n" for n in chunk))
+            out.flush()
         return 0
 
-    return _with_backend(args, work, read_only=True)
+    # status=False: the status line would garble names streaming to the same terminal; the
+    # first page (the only wait before output starts) gets its own status line above.
+    return _with_backend(args, work, read_only=True, status=False)
+
+
+async def _chunks(names: AsyncIterator[str], size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[list[str]]:
+    """``names`` in lists of at most ``size`` (so output is written, and flushed, per chunk)."""
+    chunk: list[str] = []
+    async for name in names:
+        chunk.append(name)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class _CountingLister:
-    """Just enough of a backend for :func:`read_tree`: ``list``, reporting the names read so far."""
+    """Just enough of a backend for :func:`read_tree`: ``iter_list``, reporting the names read so far."""
 
     def __init__(self, backend: Backend, progress: Progress) -> None:
         self._backend = backend
         self._progress = progress
         self._listed = 0
 
-    async def list(self, prefix: str) -> list[str]:
-        names = await self._backend.list(prefix)
-        self._listed += len(names)
+    async def iter_list(self, prefix: str) -> AsyncIterator[str]:
+        async for name in self._backend.iter_list(prefix):
+            self._listed += 1
+            if self._listed % 100 == 0:
+                self._progress(self._listed)
+            yield name
         self._progress(self._listed)
-        return names
 
 
 def _folder_label(prefix: str) -> str:
@@ -777,15 +809,18 @@ def _cmd_tree(args: argparse.Namespace) -> int:
     as_json: bool = args.json
 
     async def work(backend: DynamoDBBackend) -> int:
+        if not as_json:
+            # Drawn as it is read (a page of names per level in memory): the output is the progress.
+            out = sys.stdout
+            async for chunk in _chunks(iter_tree_lines(backend, prefix, depth=depth), size=100):
+                out.write("".join(line + "\n" for line in chunk))
+                out.flush()
+            return 0
         # The bar appears only if reading takes a while: a small tree draws at once, bar-free.
         with progress_bar(sys.stderr, "tree: listing", unit=" names", delay=_STATUS_DELAY) as progress:
             lister = backend if progress is None else cast(Backend, _CountingLister(backend, progress))
             nodes = await read_tree(lister, prefix, depth=depth)
-        if as_json:
-            _say_json(tree_json(prefix, nodes))
-            return 0
-        for line in draw_tree(prefix, nodes):
-            _say(line)
+        _say_json(tree_json(prefix, nodes))
         return 0
 
     return _with_backend(args, work, read_only=True, status=False)
@@ -827,12 +862,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     async def work(backend: DynamoDBBackend) -> int:
         with _output(output) as out:
-            with progress_bar(sys.stderr, "export: listing", unit=" names") as progress:
-                keys = (await walk_list(backend, prefix, progress=progress)).keys
-            written = skipped = 0
-            with progress_bar(sys.stderr, "export: reading", unit=" keys", total=len(keys)) as progress:
-                for start in range(0, len(keys), concurrency):
-                    batch = keys[start:start + concurrency]
+            written = skipped = done = 0
+            # Keys stream from iter_list depth first (that is sorted order), `concurrency` at a time:
+            # memory is a page of names per folder level, never the whole key set.
+            start = prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
+            with progress_bar(sys.stderr, "export: reading", unit=" keys") as progress:
+                async for batch in _chunks(_iter_keys(backend, start), size=concurrency):
                     entries = await asyncio.gather(*(backend.get(k) for k in batch))
                     lines = []
                     for key, entry in zip(batch, entries, strict=True):
@@ -843,14 +878,29 @@ def _cmd_export(args: argparse.Namespace) -> int:
                         lines.append(json.dumps({"key": key, "value": value}) + "\n")
                     out.write("".join(lines).encode("ascii"))
                     written += len(lines)
+                    done += len(batch)
                     if progress is not None:
-                        progress(start + len(batch))
+                        progress(done)
         gone = f" ({skipped} deleted while exporting)" if skipped else ""
         where = f" to {output}" if output not in (None, "-") else ""
         print(f"{PROG}: exported {_plural(written, 'key')}{where}{gone}", file=sys.stderr, flush=True)
         return 0
 
     return _with_backend(args, work, read_only=True, status=False)
+
+
+async def _iter_keys(backend: Backend, folder: str) -> AsyncIterator[str]:
+    """Every key below ``folder`` (``""`` or ending in ``/``), in sorted order.
+
+    Depth first over ``iter_list``: a folder ``x/`` sorts among its siblings exactly where all of
+    its keys ``x/...`` do (no sibling name starts with ``x/``), so this is the sorted order.
+    """
+    async for name in backend.iter_list(folder):
+        if name.endswith("/"):
+            async for key in _iter_keys(backend, folder + name):
+                yield key
+        else:
+            yield folder + name
 
 
 def _parse_import(data: bytes, source: str) -> list[Entry]:

@@ -10,14 +10,17 @@ commit mid-way, and ``statistics()``.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import heapq
 import itertools
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from kvstore.backend import (
     ABSENT,
+    DEFAULT_PAGE_SIZE,
     Backend,
     Check,
     ConditionalBackend,
@@ -26,6 +29,7 @@ from kvstore.backend import (
     Lock,
     VersionedEntry,
     Write,
+    check_page_args,
 )
 from kvstore.commits import coalesce, validate_commit
 from kvstore.entry import Entry, Operation, TxnEntry
@@ -180,6 +184,9 @@ class InmemBackend(Backend, HABackend, ConditionalBackend):
     async def list(self, prefix: str) -> list[str]:
         validate_prefix(prefix)
         await self._before("list")
+        return sorted(self._children(prefix))
+
+    def _children(self, prefix: str) -> set[str]:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         children: set[str] = set()
@@ -192,7 +199,30 @@ class InmemBackend(Backend, HABackend, ConditionalBackend):
             if is_hidden(child):
                 continue
             children.add(child)
-        return sorted(children)
+        return children
+
+    async def list_page(self, prefix: str, *, after: str = "", limit: int = DEFAULT_PAGE_SIZE) -> builtins.list[str]:
+        """One scan of the store, keeping only the ``limit`` smallest names after ``after``."""
+        validate_prefix(prefix)
+        after, limit = check_page_args(after, limit)
+        await self._before("list")
+        return heapq.nsmallest(limit, (n for n in self._children(prefix) if n > after))
+
+    def iter_list(self, prefix: str, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[str]:
+        """The folder's names, read a page at a time with :meth:`list_page` (each page one scan)."""
+        validate_prefix(prefix)
+        check_page_args("", page_size)
+        return self._iter_pages(prefix, page_size)
+
+    async def _iter_pages(self, prefix: str, page_size: int) -> AsyncIterator[str]:
+        after = ""
+        while True:
+            page = await self.list_page(prefix, after=after, limit=page_size)
+            for name in page:
+                yield name
+            if len(page) < page_size:
+                return
+            after = page[-1]
 
     async def transaction(self, txns: Sequence[TxnEntry]) -> None:
         writes = coalesce(txns)

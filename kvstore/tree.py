@@ -1,22 +1,29 @@
-"""A folder and everything below it, read with ``list`` and drawn like tree(1).
+"""A folder and everything below it, read with ``iter_list`` and drawn like tree(1).
 
 Used by ``kvstore tree`` and the demo::
 
-    from kvstore.tree import draw_tree, read_tree
+    from kvstore.tree import draw_tree, iter_tree_lines, read_tree
 
     for line in draw_tree("apps/", await read_tree(store, "apps/", depth=2)):
         print(line)
+
+    async for line in iter_tree_lines(store, "apps/", depth=2):   # the same lines, streamed
+        print(line)
+
+:func:`read_tree` holds the whole tree (and reads each level's folders concurrently);
+:func:`iter_tree_lines` holds one page of names per level being drawn, so a folder of any size
+draws in bounded memory (its folders are read one after another, depth first).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from kvstore.backend import Backend
 
-__all__ = ["TreeNode", "draw_tree", "read_tree"]
+__all__ = ["TreeNode", "draw_tree", "iter_tree_lines", "read_tree"]
 
 
 @dataclass
@@ -39,8 +46,7 @@ async def read_tree(backend: Backend, prefix: str = "", *, depth: int | None = N
     it are returned unexpanded (``children`` is ``None``).
     """
     folder = "" if prefix == "" else _label(prefix)
-    names = await backend.list(folder)
-    nodes = [TreeNode(n) for n in names]
+    nodes = [TreeNode(n) async for n in backend.iter_list(folder)]
     if depth is None or depth > 1:
         below = None if depth is None else depth - 1
         subs = [n for n in nodes if n.name.endswith("/")]
@@ -68,3 +74,40 @@ def draw_tree(prefix: str, nodes: Sequence[TreeNode]) -> list[str]:
     lines.append("")
     lines.append(f"{folders} folder{'' if folders == 1 else 's'}, {keys} key{'' if keys == 1 else 's'}")
     return lines
+
+
+async def iter_tree_lines(backend: Backend, prefix: str = "", *, depth: int | None = None) -> AsyncIterator[str]:
+    """The lines ``draw_tree(prefix, await read_tree(backend, prefix, depth=depth))`` returns, streamed.
+
+    Memory is one page of names (and one name of lookahead) per level being drawn, never a whole
+    folder; the folders are read depth first, one at a time.
+    """
+    yield _label(prefix)
+    counts = [0, 0]  # folders, keys
+    folder = "" if prefix == "" else _label(prefix)
+    async for line in _walk(backend, folder, "", depth, counts):
+        yield line
+    folders, keys = counts
+    yield ""
+    yield f"{folders} folder{'' if folders == 1 else 's'}, {keys} key{'' if keys == 1 else 's'}"
+
+
+async def _walk(backend: Backend, folder: str, indent: str, depth: int | None, counts: list[int]) -> AsyncIterator[str]:
+    names = backend.iter_list(folder)
+    try:
+        name = await anext(names, None)
+        while name is not None:
+            following = await anext(names, None)  # one name of lookahead: is this the last child?
+            last = following is None
+            yield f"{indent}{'└── ' if last else '├── '}{name}"
+            is_folder = name.endswith("/")
+            counts[0 if is_folder else 1] += 1
+            if is_folder and (depth is None or depth > 1):
+                below = None if depth is None else depth - 1
+                async for line in _walk(backend, folder + name, indent + ("    " if last else "│   "), below, counts):
+                    yield line
+            name = following
+    finally:
+        close = getattr(names, "aclose", None)
+        if close is not None:
+            await close()

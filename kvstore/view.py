@@ -25,11 +25,22 @@ key: a key near the 2048-byte folder limit can be valid on its own and too long 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import cast
 
-from kvstore.backend import Backend, Check, ConditionalBackend, Fence, HABackend, Lock, VersionedEntry, Write
+from kvstore.backend import (
+    DEFAULT_PAGE_SIZE,
+    Backend,
+    Check,
+    ConditionalBackend,
+    Fence,
+    HABackend,
+    Lock,
+    VersionedEntry,
+    Write,
+)
 from kvstore.commits import coalesce, validate_commit
 from kvstore.entry import Entry, TxnEntry
 from kvstore.errors import BackendClosed, FenceRejected, InvalidKey, InvalidValue, ValueTooLarge, VersionConflict
@@ -141,6 +152,24 @@ class View(Backend):
         self._check_open()
         with self._errors():
             return await self._backend.list(self._prefix + prefix)  # child names carry no prefix
+
+    async def list_page(self, prefix: str, *, after: str = "", limit: int = DEFAULT_PAGE_SIZE) -> builtins.list[str]:
+        validate_prefix(prefix)
+        self._check_open()
+        with self._errors():
+            return await self._backend.list_page(self._prefix + prefix, after=after, limit=limit)
+
+    def iter_list(self, prefix: str, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[str]:
+        validate_prefix(prefix)
+        self._check_open()
+        with self._errors():
+            names = self._backend.iter_list(self._prefix + prefix, page_size=page_size)
+        return self._mapped(names)
+
+    async def _mapped(self, names: AsyncIterator[str]) -> AsyncIterator[str]:
+        with self._errors():
+            async for name in names:
+                yield name
 
     async def transaction(self, txns: Sequence[TxnEntry]) -> None:
         writes = coalesce(txns)  # validates the view's keys; the last step per key wins, as below

@@ -11,6 +11,7 @@ from kvstore.testing import (
     exercise_conditional_backend,
     exercise_ha_backend,
     exercise_key_namespace,
+    exercise_list_pages,
     exercise_same_name_key_and_folder,
     exercise_transactional_backend,
 )
@@ -54,3 +55,7 @@ async def test_ha_two_dynamodb_clients(dynamo: DynamoDBBackend, dynamodb_conf: d
 
 async def test_conditional_backend(backend: Backends) -> None:
     await exercise_conditional_backend(backend)
+
+
+async def test_list_pages(backend: Backends) -> None:
+    await exercise_list_pages(backend)

@@ -24,6 +24,7 @@ from kvstore.testing import (
     exercise_conditional_backend,
     exercise_ha_backend,
     exercise_key_namespace,
+    exercise_list_pages,
     exercise_same_name_key_and_folder,
     exercise_transactional_backend,
 )
@@ -400,3 +401,7 @@ async def test_view_of_a_view_and_cached_view(inmem: InmemBackend) -> None:
     await inner.aclose()
     with pytest.raises(BackendClosed):
         await inner.get("k")
+
+
+async def test_list_pages(layer: Any) -> None:
+    await exercise_list_pages(layer)

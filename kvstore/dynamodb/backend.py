@@ -39,13 +39,25 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from kvstore.backend import ABSENT, Backend, Check, ConditionalBackend, Fence, HABackend, Lock, VersionedEntry, Write
+from kvstore.backend import (
+    ABSENT,
+    DEFAULT_PAGE_SIZE,
+    Backend,
+    Check,
+    ConditionalBackend,
+    Fence,
+    HABackend,
+    Lock,
+    VersionedEntry,
+    Write,
+    check_page_args,
+)
 from kvstore.commits import coalesce, validate_commit
 from kvstore.dynamodb.coalesce import GroupReader
 from kvstore.dynamodb.config import ConfigValue, DynamoDBConfig
@@ -74,7 +86,7 @@ from kvstore.errors import (
     TransactionCanceled,
     VersionConflict,
 )
-from kvstore.keys import folder_of, is_hidden, prefixes, split, validate_key, validate_prefix
+from kvstore.keys import MAX_KEY_BYTES, folder_of, is_hidden, prefixes, split, validate_key, validate_prefix
 from kvstore.lease import LeaseLock
 from kvstore.limits import check_entry
 from kvstore.local import local_credentials
@@ -268,6 +280,63 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             if not last:
                 return names
             params["ExclusiveStartKey"] = last
+
+    async def list_page(
+        self, prefix: str, *, after: str = "", limit: int = DEFAULT_PAGE_SIZE
+    ) -> builtins.list[str]:
+        """At most ``limit`` names of ``list(prefix)`` after ``after``: Queries seeking past ``after``.
+
+        Each Query asks for the names still missing (``Limit``) from where the last one stopped
+        (``ExclusiveStartKey``); lock records are dropped, so a page may take more than one Query.
+        """
+        validate_prefix(prefix)
+        after, limit = check_page_args(after, limit)
+        self._check_open()
+        path = folder_of(prefix)
+        names: builtins.list[str] = []
+        start: str | None = _seek_key(after)
+        while start is not None and len(names) < limit:
+            keys, start = await self._query_page(path, start, limit - len(names))
+            names.extend(k for k in keys if k > after and not is_hidden(k))
+        return names[:limit]
+
+    def iter_list(self, prefix: str, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[str]:
+        """The names of ``list(prefix)``, one Query of at most ``page_size`` items at a time.
+
+        DynamoDB returns a partition's sort keys in UTF-8 byte order, which for valid Unicode (the
+        only kind a key can hold) is Python's code-point order: the same order ``list`` sorts in.
+        """
+        validate_prefix(prefix)
+        check_page_args("", page_size)
+        self._check_open()
+        return self._iter_pages(folder_of(prefix), page_size)
+
+    async def _iter_pages(self, path: str, page_size: int) -> AsyncIterator[str]:
+        start: str | None = ""
+        while start is not None:
+            self._check_open()
+            keys, start = await self._query_page(path, start, page_size)
+            for k in keys:
+                if not is_hidden(k):
+                    yield k
+
+    async def _query_page(self, path: str, start: str, limit: int) -> tuple[builtins.list[str], str | None]:
+        """One consistent Query: up to ``limit`` Keys of partition ``path`` after ``start`` (``""``:
+        from the first), and the Key to continue after (``None``: the partition ended)."""
+        params: dict[str, Any] = {
+            "KeyConditionExpression": "#p = :p",
+            "ExpressionAttributeNames": {"#p": ATTR_PATH, "#k": ATTR_KEY},
+            "ExpressionAttributeValues": {":p": {"S": path}},
+            "ProjectionExpression": "#k",
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        if start:
+            params["ExclusiveStartKey"] = {ATTR_PATH: {"S": path}, ATTR_KEY: {"S": start}}
+        out = await self._table.call("query", key=path, **params)
+        keys = [item[ATTR_KEY]["S"] for item in out.get("Items", [])]
+        last = out.get("LastEvaluatedKey")
+        return keys, (last[ATTR_KEY]["S"] if last else None)
 
     async def delete(self, key: str) -> None:
         validate_key(key)
@@ -549,6 +618,23 @@ async def _credential_source(config: DynamoDBConfig, session: Any, client: Any) 
             creds = await (session if hasattr(session, "get_credentials") else get_session()).get_credentials()
             return str(getattr(creds, "method", None) or "nowhere (no credentials found)")
     return "the given session or client"
+
+
+def _seek_key(after: str) -> str:
+    """The longest prefix of ``after`` that DynamoDB takes as a sort key (valid UTF-8, at most
+    1024 bytes): names after it include every name after ``after`` (the rest is filtered out)."""
+    out: builtins.list[str] = []
+    size = 0
+    for ch in after:
+        try:
+            n = len(ch.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate: no stored name holds one
+            break
+        if size + n > MAX_KEY_BYTES:
+            break
+        out.append(ch)
+        size += n
+    return "".join(out)
 
 
 def _folder(key: str) -> str:

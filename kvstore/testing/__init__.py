@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from kvstore.backend import ABSENT, Backend, Check, ConditionalBackend, Fence, HABackend, Write
+from kvstore.backend import ABSENT, Backend, Check, ConditionalBackend, Fence, HABackend, Lock, Write
 from kvstore.entry import Entry, Operation, TxnEntry
 from kvstore.errors import (
     FenceRejected,
@@ -37,6 +39,7 @@ __all__ = [
     "exercise_conditional_backend",
     "exercise_ha_backend",
     "exercise_key_namespace",
+    "exercise_list_pages",
     "exercise_same_name_key_and_folder",
     "exercise_transactional_backend",
 ]
@@ -114,6 +117,93 @@ async def exercise_backend_list_prefix(b: Backend) -> None:
     _eq(await b.list("nothing/"), [], "a folder that does not exist lists nothing")
     for e in (e1, e2, e3):
         await b.delete(e.key)
+    _eq(await b.list(""), [], "the store is empty again")
+
+
+async def _refused_value(what: str, call: Callable[[], Awaitable[object]]) -> None:
+    """Assert that ``call()`` raises :class:`InvalidValue`."""
+    try:
+        await call()
+    except InvalidValue:
+        return
+    raise AssertionError(f"{what} must raise InvalidValue")
+
+
+async def _all_pages(b: Backend, prefix: str, limit: int) -> list[str]:
+    """Every name of ``prefix``, page by page with ``list_page``, checking each page's shape."""
+    names: list[str] = []
+    after = ""
+    while True:
+        page = await b.list_page(prefix, after=after, limit=limit)
+        assert len(page) <= limit, f"list_page returned {len(page)} names, over its limit {limit}"
+        assert all(n > after for n in page), f"list_page after {after!r} returned {page!r}: not strictly after"
+        names.extend(page)
+        if len(page) < limit:
+            return names
+        after = page[-1]
+
+
+async def _collect(b: Backend, prefix: str, page_size: int) -> list[str]:
+    return [n async for n in b.iter_list(prefix, page_size=page_size)]
+
+
+async def exercise_list_pages(b: Backend) -> None:
+    """OpenBao's ListPage and a streaming list: the same names as ``list``, a page at a time.
+
+    ``list_page(prefix, after=..., limit=...)`` returns the names ``list`` would, in its order, that
+    sort strictly after ``after``, at most ``limit`` of them; ``iter_list`` yields all of them.
+    """
+    keys = ["d/a", "d/a/x", "d/a-b", "d/a0", "d/b", "d/b/c/d", "d/_f/g", "d/c", "d/é", "d/z", "d/\u20ac",
+            "d/\U0001f600"]
+    for k in keys:
+        await b.put(Entry(k, b"v"))
+    whole = await b.list("d/")
+    # A key and a folder of one name are two children; `_f/` is a folder (data), so it is listed.
+    _eq(whole, sorted(["_f/", "a", "a/", "a-b", "a0", "b", "b/", "c", "é", "z", "\u20ac", "\U0001f600"]),
+        "list of the sample folder")
+    locks: list[Lock] = []
+    if isinstance(b, HABackend):
+        # Lock records share the folder with data, sorting among them: pages must skip them.
+        for name in ("d/a1", "d/aa", "d/zz"):
+            lock = b.lock_with(name, "n", ttl=5.0, renew_interval=1.0, watch_interval=1.0, retry_interval=0.1)
+            await lock.lock()
+            locks.append(lock)
+    try:
+        for limit in (1, 2, 3, len(whole), len(whole) + 5):
+            # Pages concatenate to list: nothing skipped, nothing twice, the same order.
+            _eq(await _all_pages(b, "d/", limit), whole, f"list_page pages of {limit} concatenated")
+            _eq(await _collect(b, "d/", limit), whole, f"iter_list with pages of {limit}")
+        _eq(await _collect(b, "d", 1000), whole, "iter_list of a prefix without its trailing '/'")
+        _eq(await b.list_page("d", limit=100), whole, "list_page of a prefix without its trailing '/'")
+        _eq(await b.list_page("d/", limit=1), ["_f/"], "limit 1 from the start: the first name")
+        _eq(await b.list_page("d/", after="a", limit=2), ["a-b", "a/"],
+            "after the key a comes a-b ('-' sorts before '/'), then the folder a/ of the same name")
+        _eq(await b.list_page("d/", after="a/", limit=1), ["a0"], "after the folder a/")
+        _eq(await b.list_page("d/", after="a1", limit=2), ["b", "b/"],
+            "after a name that is not a child (a lock's name here) the listing resumes at the next child")
+        _eq(await b.list_page("d/", after="bb", limit=10), ["c", "z", "é", "\u20ac", "\U0001f600"],
+            "after an absent name: the rest, in code-point order (non-ASCII included)")
+        _eq(await b.list_page("d/", after="\U0001f600", limit=10), [], "after the last name: nothing")
+        _eq(await b.list_page("d/", after="\U0010ffff", limit=10), [], "after past the end: nothing")
+        _eq(await b.list_page("d/", after="x" * 2000, limit=10), ["z", "é", "\u20ac", "\U0001f600"],
+            "an after longer than any stored name still works")
+        _eq(await b.list_page("nothing/", limit=5), [], "a folder that does not exist has no pages")
+        _eq(await _collect(b, "nothing/", 5), [], "iter_list of a folder that does not exist")
+        _eq(await b.list_page("", limit=10), ["d/"], "the root lists the folder only")
+        bad_limits: list[Any] = [0, -1, True, 1.5, "2", None]
+        for bad in bad_limits:
+            # A limit that is not a positive int is the caller's mistake, refused before any I/O.
+            await _refused_value(f"list_page with limit={bad!r}", functools.partial(b.list_page, "d/", limit=bad))
+            await _refused_value(f"iter_list with page_size={bad!r}", functools.partial(_collect, b, "d/", bad))
+        not_str: Any = 3
+        await _refused_value("list_page with a non-str after", lambda: b.list_page("d/", after=not_str))
+        await _refused("list_page of a malformed prefix", lambda: b.list_page("//", limit=1))
+        await _refused("iter_list of a malformed prefix", lambda: _collect(b, "//", 1))
+    finally:
+        for lock in locks:
+            await lock.unlock()
+    for k in keys:
+        await b.delete(k)
     _eq(await b.list(""), [], "the store is empty again")
 
 
