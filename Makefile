@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PORT   ?= 8000
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup engine-install demo test lint bench bench-quick engine clean
+.PHONY: setup engine-install demo test lint bench bench-quick bench-coalesce engine clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ bench: setup ## The standard benchmark sets; JSON and plots under benchmarks/res
 
 bench-quick: setup
 	$(PY) -m benchmarks --quick
+
+bench-coalesce: setup ## Issue 11: coalescing on/off vs raw, hot folders, delete depths at 5 ms, CPU ms/op
+	$(PY) -m benchmarks --coalesce --results benchmarks/results/coalesce
+	$(PY) -m benchmarks --latency-ms 5 --workloads delete --concurrency none --depths 1,2,3,4,5,6,7,8 \
+		--value-sizes none --sweep-concurrency 1 --sweep-keys 100 --results benchmarks/results/delete-5ms
+	$(PY) -c "import aiodynamo" 2>/dev/null || $(PY) -m pip install -q 'aiodynamo>=26'
+	$(PY) -m benchmarks.experiments.cpu --json benchmarks/results/cpu.json
 
 engine: setup ## DynamoDB Local in the foreground on PORT (default 8000)
 	$(PY) -m kvstore.cli local --port $(PORT)

@@ -12,7 +12,15 @@ Experiments with their own command lines live in ``benchmarks/experiments/``. Se
 """
 
 from benchmarks.runner import RESULTS_DIR, BenchReport, arun_benchmarks, run_benchmarks
-from benchmarks.workloads import TARGETS, WORKLOADS, BenchConfig, Scenario, quick_config, standard_config
+from benchmarks.workloads import (
+    TARGETS,
+    WORKLOADS,
+    BenchConfig,
+    Scenario,
+    coalesce_config,
+    quick_config,
+    standard_config,
+)
 
 __all__ = [
     "RESULTS_DIR",
@@ -22,6 +30,7 @@ __all__ = [
     "BenchReport",
     "Scenario",
     "arun_benchmarks",
+    "coalesce_config",
     "quick_config",
     "run_benchmarks",
     "standard_config",

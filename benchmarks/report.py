@@ -1,8 +1,10 @@
 """Turn cell results into the report: percentiles, kvstore/raw ratios, JSON, a text table, PNG plots.
 
-Ratios are always kvstore divided by raw: for throughput above 1 favours kvstore, for latency,
-CPU, requests and items below 1 does. A ratio is None when either side is missing (a target that
-could not be opened, a cell that failed). matplotlib is imported only to plot, with the Agg backend.
+Ratios are kvstore divided by raw (``ratio``), kvstore-plain (``coalesce=false``) divided by raw
+(``ratio_plain``) and kvstore divided by kvstore-plain (``coalesce_gain``): for throughput above 1
+favours the first, for latency, CPU, requests and items below 1 does. A ratio is None when either
+side is missing (a target that could not be opened, a cell that failed). matplotlib is imported
+only to plot, with the Agg backend.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.workloads import SWEEP_WORKLOADS, WORKLOADS
+from benchmarks.workloads import SWEEP_WORKLOADS, TARGETS, WORKLOADS
 
 __all__ = ["FIGURES", "compare", "environment", "format_table", "latency_summary", "percentile", "ratio",
            "round_ratios", "write_json", "write_plots"]
@@ -82,22 +84,36 @@ def round_ratios(kvstore: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str
 
 
 def compare(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (scenario, workload): both targets' figures and their ratios."""
+    """One entry per (scenario, workload): each target's figures and the ratios between them.
+
+    ``ratio`` is kvstore/raw, ``ratio_plain`` kvstore-plain/raw (kvstore with ``coalesce=false``) and
+    ``coalesce_gain`` kvstore/kvstore-plain; each is None when a side did not run.
+    """
     grouped: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = {}
     for cell in results:
         grouped.setdefault((cell["scenario"], cell["workload"]), {})[cell["target"]] = cell
     out: list[dict[str, Any]] = []
     for (scenario, workload), by in grouped.items():
         any_cell = next(iter(by.values()))
-        kv, raw = ({n: _dig(by[t], p) for n, p in FIGURES.items()} if t in by else {} for t in ("kvstore", "raw"))
+        figs = {t: ({n: _dig(by[t], p) for n, p in FIGURES.items()} if t in by else {}) for t in TARGETS}
+
+        def ratios(a: str, b: str) -> dict[str, float | None]:
+            return {name: ratio(figs[a].get(name), figs[b].get(name)) for name in FIGURES}  # noqa: B023
+
+        def rounds(a: str, b: str) -> dict[str, float] | None:
+            return round_ratios(by[a], by[b]) if figs[a] and figs[b] else None  # noqa: B023
+
         out.append({
             "scenario": scenario,
             "workload": workload,
             **{k: any_cell[k] for k in ("depth", "value_size", "concurrency", "keys", "sweeps")},
-            "kvstore": kv or None,
-            "raw": raw or None,
-            "ratio": {name: ratio(kv.get(name), raw.get(name)) for name in FIGURES},
-            "ops_per_s_round_ratio": round_ratios(by["kvstore"], by["raw"]) if kv and raw else None,
+            "folders": any_cell.get("folders", 0),
+            **{t: figs[t] or None for t in TARGETS},
+            "ratio": ratios("kvstore", "raw"),
+            "ratio_plain": ratios("kvstore-plain", "raw"),
+            "coalesce_gain": ratios("kvstore", "kvstore-plain"),
+            "ops_per_s_round_ratio": rounds("kvstore", "raw"),
+            "plain_ops_per_s_round_ratio": rounds("kvstore-plain", "raw"),
         })
     return out
 
@@ -130,12 +146,47 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _trio(values: Sequence[float | None], digits: int) -> str:
+    return "/".join(_num(v, digits) for v in values)
+
+
 def format_table(comparisons: Iterable[Mapping[str, Any]]) -> str:
     """Per cell: ops/s, p95, client CPU ms/op (kvstore, raw, ratio), requests and items per op.
 
     ``rounds`` is the lowest-highest throughput ratio over the paired rounds: a wide range means
-    the machine was noisy and the ratio should not be read to two decimals.
+    the machine was noisy and the ratio should not be read to two decimals. When kvstore-plain
+    (``coalesce=false``) ran, its figures sit between kvstore's and raw's, with ``pl/raw``
+    (kvstore-plain/raw) and ``gain`` (kvstore/kvstore-plain, what coalescing buys) beside kv/raw.
+    A folders-sweep row reads ``put@10f`` (its keys in 10 leaf folders).
     """
+    comparisons = list(comparisons)
+    if not any(c.get("kvstore-plain") for c in comparisons):
+        return _format_pair_table(comparisons)
+    header = (f"{'workload':<8} {'conc':>4} {'dep':>3} {'value':>6} | {'ops/s kv':>8} {'plain':>6} {'raw':>6} | "
+              f"{'kv/raw':>6} {'pl/raw':>6} {'gain':>6} {'rounds':>9} | {'p95 ms kv/pl/raw':>17} | "
+              f"{'cpu ms/op kv/pl/raw':>19} | {'req/op kv/pl/raw':>16} | {'items/op kv/pl/raw':>18}")
+    lines = [header, "-" * len(header)]
+    for c in comparisons:
+        kv, pl, raw = (c.get(t) or {} for t in TARGETS)
+        rr = c.get("ops_per_s_round_ratio")
+        spread = f"{rr['min']:.2f}-{rr['max']:.2f}" if rr else "-"
+        name = f"{c['workload']}@{c['folders']}f" if c.get("folders") else c["workload"]
+
+        def trio(fig: str, digits: int) -> str:
+            return _trio([kv.get(fig), pl.get(fig), raw.get(fig)], digits)  # noqa: B023
+
+        lines.append(
+            f"{name:<8} {c['concurrency']:>4} {c['depth']:>3} {c['value_size']:>6} | "
+            f"{_num(kv.get('ops_per_s')):>8} {_num(pl.get('ops_per_s')):>6} {_num(raw.get('ops_per_s')):>6} | "
+            f"{_x(c['ratio']['ops_per_s']):>6} {_x(c['ratio_plain']['ops_per_s']):>6} "
+            f"{_x(c['coalesce_gain']['ops_per_s']):>6} {spread:>9} | {trio('p95_ms', 1):>17} | "
+            f"{trio('cpu_ms_per_op', 2):>19} | {trio('requests_per_op', 2):>16} | {trio('items_per_op', 2):>18}"
+        )
+    return "\n".join(lines)
+
+
+def _format_pair_table(comparisons: Iterable[Mapping[str, Any]]) -> str:
+    """The two-target table (kvstore and raw only)."""
     header = (f"{'workload':<8} {'conc':>4} {'dep':>3} {'value':>6} | {'ops/s kv':>8} {'raw':>6} {'ratio':>6} "
               f"{'rounds':>9} | {'p95ms kv':>8} {'raw':>6} {'ratio':>6} | {'cpu/op kv':>9} {'raw':>5} "
               f"{'ratio':>6} | {'req kv/raw':>10} | {'items kv/raw':>12}")
@@ -145,8 +196,9 @@ def format_table(comparisons: Iterable[Mapping[str, Any]]) -> str:
         spread = f"{rr['min']:.2f}-{rr['max']:.2f}" if rr else "-"
         req = f"{_num(kv.get('requests_per_op'), 2)}/{_num(raw.get('requests_per_op'), 2)}"
         items = f"{_num(kv.get('items_per_op'), 2)}/{_num(raw.get('items_per_op'), 2)}"
+        name = f"{c['workload']}@{c['folders']}f" if c.get("folders") else c["workload"]
         lines.append(
-            f"{c['workload']:<8} {c['concurrency']:>4} {c['depth']:>3} {c['value_size']:>6} | "
+            f"{name:<8} {c['concurrency']:>4} {c['depth']:>3} {c['value_size']:>6} | "
             f"{_num(kv.get('ops_per_s')):>8} {_num(raw.get('ops_per_s')):>6} {_x(r['ops_per_s']):>6} {spread:>9} | "
             f"{_num(kv.get('p95_ms'), 1):>8} {_num(raw.get('p95_ms'), 1):>6} {_x(r['p95_ms']):>6} | "
             f"{_num(kv.get('cpu_ms_per_op'), 2):>9} {_num(raw.get('cpu_ms_per_op'), 2):>5} "
@@ -194,6 +246,7 @@ def environment() -> dict[str, Any]:
 # -- plots -----------------------------------------------------------------------------------------
 
 _STYLE = {"kvstore": {"color": "#1f77b4", "marker": "o", "linestyle": "-"},
+          "kvstore-plain": {"color": "#2ca02c", "marker": "^", "linestyle": ":"},
           "raw": {"color": "#ff7f0e", "marker": "s", "linestyle": "--"}}
 #: (file name, sweep, x, figure, y label, log y): one PNG each, one panel per workload.
 _PLOTS = (
@@ -227,7 +280,7 @@ def _plot(doc: Mapping[str, Any], sweep: str, x: str, figure: str, ylabel: str, 
     for ax, workload in zip(flat, workloads, strict=False):
         wrows = sorted((r for r in rows if r["workload"] == workload), key=lambda r: r[x])
         for target, style in _STYLE.items():
-            points = [(r[x], (r[target] or {}).get(figure), rounds.get((r["scenario"], workload, target)))
+            points = [(r[x], (r.get(target) or {}).get(figure), rounds.get((r["scenario"], workload, target)))
                       for r in wrows]
             points = [p for p in points if p[1] is not None]
             if not points:
@@ -255,7 +308,8 @@ def _plot(doc: Mapping[str, Any], sweep: str, x: str, figure: str, ylabel: str, 
     cfg, latency = doc["config"], doc["data_path"]["latency_ms"]
     where = (f"depth {cfg['base_depth']}, {cfg['base_value_size']} B values" if sweep == "concurrency"
              else f"concurrency {cfg['sweep_concurrency']}") + (f", +{latency:g} ms/request" if latency else "")
-    fig.suptitle(f"{ylabel.split(' (')[0]} vs {x.replace('_', ' ')}: kvstore vs raw aiobotocore ({where})")
+    shown = " vs ".join("raw aiobotocore" if t == "raw" else t for t in _STYLE if t in cfg.get("targets", _STYLE))
+    fig.suptitle(f"{ylabel.split(' (')[0]} vs {x.replace('_', ' ')}: {shown} ({where})", fontsize=11)
     fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, 1 - 0.4 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)

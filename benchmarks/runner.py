@@ -270,7 +270,7 @@ class _Run:
 
     async def cell(self, sc: Scenario, workload: str) -> list[dict[str, Any]]:
         """Run ``workload`` on ``sc`` on every target, round by round; one result per target."""
-        space = KeySpace(sc.id, sc.depth, sc.keys, self.config.fanout)
+        space = KeySpace(sc.id, sc.depth, sc.keys, sc.fanout(self.config.fanout))
         value = random.Random(f"{self.config.seed}:value:{sc.value_size}").randbytes(sc.value_size)
         for name, target in self.targets.items():
             if workload != "put" and sc.id not in self.loaded[name]:  # untimed preload
@@ -284,7 +284,9 @@ class _Run:
             self.bar.set_description(f"{workload:<6} c={sc.concurrency} d={sc.depth} v={sc.value_size}")
         for part in range(parts):
             chunk = ops[part * len(ops) // parts : (part + 1) * len(ops) // parts]
-            names = list(self.targets) if self.turn % 2 == 0 else list(self.targets)[::-1]
+            # Rotate who goes first; with two targets this alternates, with three each leads in turn.
+            order = list(self.targets)
+            names = order[self.turn % len(order):] + order[: self.turn % len(order)]
             self.turn += 1
             for name in names:
                 if name in failed:

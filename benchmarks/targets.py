@@ -155,12 +155,12 @@ class RawTarget:
 class KvstoreTarget:
     """``DynamoDBBackend`` behind the :class:`Target` protocol."""
 
-    def __init__(self, backend: DynamoDBBackend, max_parallel: int) -> None:
-        self._backend, self._max_parallel = backend, max_parallel
+    def __init__(self, backend: DynamoDBBackend, max_parallel: int, coalesce: bool = True) -> None:
+        self._backend, self._max_parallel, self._coalesce = backend, max_parallel, coalesce
 
     def describe(self) -> dict[str, object]:
         return {"implementation": "kvstore.dynamodb.DynamoDBBackend", "kvstore": kvstore.__version__,
-                "max_parallel": self._max_parallel}
+                "max_parallel": self._max_parallel, "coalesce": self._coalesce}
 
     async def put(self, key: str, value: bytes) -> None:
         await self._backend.put(Entry(key, value))
@@ -180,12 +180,17 @@ class KvstoreTarget:
 
 
 async def open_target(name: str, endpoint: str, table: str, max_parallel: int = 128) -> Target:
-    """Open target ``name`` (``kvstore`` or ``raw``) on an existing ``table``."""
-    if name == "kvstore":
+    """Open target ``name`` (``kvstore``, ``kvstore-plain`` or ``raw``) on an existing ``table``.
+
+    ``kvstore`` is the backend with its defaults (group commit and coalesced reads on);
+    ``kvstore-plain`` the same backend with ``coalesce=false``: one request per operation, as raw.
+    """
+    if name in ("kvstore", "kvstore-plain"):
+        coalesce = name == "kvstore"
         conf = {"endpoint": endpoint, "table": table, "region": _REGION, "access_key": "local",
-                "secret_key": "local", "max_parallel": str(max_parallel)}
+                "secret_key": "local", "max_parallel": str(max_parallel), "coalesce": str(coalesce).lower()}
         # environ={}: AWS_* variables must not point one target at another table or endpoint.
-        return KvstoreTarget(await DynamoDBBackend.create(conf, environ={}), max_parallel)
+        return KvstoreTarget(await DynamoDBBackend.create(conf, environ={}), max_parallel, coalesce)
     if name != "raw":
         raise ValueError(f"unknown target {name!r}")
     stack = contextlib.AsyncExitStack()

@@ -22,6 +22,7 @@ __all__ = [
     "Op",
     "Scenario",
     "plan",
+    "coalesce_config",
     "quick_config",
     "standard_config",
 ]
@@ -29,14 +30,16 @@ __all__ = [
 #: Every workload, in the order a scenario runs them: put fills the key space that get, list and
 #: mix read, and delete empties it last, so a full scenario needs no untimed preload.
 WORKLOADS: tuple[str, ...] = ("put", "get", "list", "mix", "delete")
-#: kvstore's DynamoDBBackend, and the same requests sent raw.
-TARGETS: tuple[str, ...] = ("kvstore", "raw")
+#: kvstore's DynamoDBBackend (coalescing on, the default), the same with ``coalesce=false``, and
+#: the same requests sent raw (one aiobotocore call per request).
+TARGETS: tuple[str, ...] = ("kvstore", "kvstore-plain", "raw")
 #: Sweep -> the workloads it runs. Depth changes put's batch, delete's cleanup and list's folders;
 #: value size touches only put and get.
 SWEEP_WORKLOADS: dict[str, tuple[str, ...]] = {
     "concurrency": WORKLOADS,
     "depth": ("put", "get", "list", "delete"),
     "value_size": ("put", "get"),
+    "folders": ("put",),
 }
 #: Depth 8 writes 8 items in one BatchWriteItem (limit 25); 100 KB leaves room under the 400 KB item.
 MAX_DEPTH = 8
@@ -58,14 +61,21 @@ class Scenario:
     keys: int
     workloads: tuple[str, ...]
     sweeps: tuple[str, ...] = ()
+    folders: int = 0  # leaf folders the keys are spread over; 0: ``fanout`` keys per leaf folder
 
     @property
     def id(self) -> str:
         """A short stable name, also the key space's namespace."""
-        return f"d{self.depth}-v{self.value_size}-c{self.concurrency}-n{self.keys}"
+        base = f"d{self.depth}-v{self.value_size}-c{self.concurrency}-n{self.keys}"
+        return f"{base}-f{self.folders}" if self.folders else base
 
     def params(self) -> dict[str, int]:
-        return {"depth": self.depth, "value_size": self.value_size, "concurrency": self.concurrency, "keys": self.keys}
+        return {"depth": self.depth, "value_size": self.value_size, "concurrency": self.concurrency,
+                "keys": self.keys, "folders": self.folders}
+
+    def fanout(self, default: int) -> int:
+        """Keys per leaf folder: ``default``, or as many as put the keys in ``folders`` folders."""
+        return -(-self.keys // self.folders) if self.folders else default
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,10 @@ class BenchConfig:
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
     depths: tuple[int, ...] = (1, 3, 8)
     value_sizes: tuple[int, ...] = (100, 10_000, 100_000)
+    #: The folders sweep: put with ``folders_concurrency`` writers, the keys spread over this many
+    #: leaf folders (hot folders: concurrent puts share pointer items); empty skips it.
+    folders: tuple[int, ...] = ()
+    folders_concurrency: int = 64
     base_depth: int = 3
     base_value_size: int = 1024
     sweep_concurrency: int = 16
@@ -108,7 +122,9 @@ class BenchConfig:
         for size in (*self.value_sizes, self.base_value_size):
             if not 1 <= size <= MAX_VALUE_SIZE:
                 raise ValueError(f"value size must be 1..{MAX_VALUE_SIZE} bytes, got {size}")
-        if min((*self.concurrency, self.sweep_concurrency)) < 1:
+        if self.folders and (self.base_depth < 2 or min(self.folders) < 1):
+            raise ValueError("folders must be >= 1, with a base depth of at least 2 (depth 1 has no folders)")
+        if min((*self.concurrency, self.sweep_concurrency, self.folders_concurrency)) < 1:
             raise ValueError("concurrency must be >= 1")
         if min(self.keys, self.sweep_keys, self.fanout, self.rounds) < 1:
             raise ValueError("keys, sweep_keys, fanout and rounds must be >= 1")
@@ -119,18 +135,18 @@ class BenchConfig:
 
     def scenarios(self) -> list[Scenario]:
         """Expand the sweeps into scenarios, merging points that two sweeps share."""
-        points: dict[tuple[int, int, int], Scenario] = {}
+        points: dict[tuple[int, int, int, int], Scenario] = {}
 
-        def add(depth: int, size: int, conc: int, keys: int, sweep: str) -> None:
+        def add(depth: int, size: int, conc: int, keys: int, sweep: str, folders: int = 0) -> None:
             chosen = tuple(w for w in WORKLOADS if w in SWEEP_WORKLOADS[sweep] and w in self.workloads)
             if not chosen:
                 return
-            old = points.get((depth, size, conc))
+            old = points.get((depth, size, conc, folders))
             if old is None:
-                points[(depth, size, conc)] = Scenario(depth, size, conc, keys, chosen, (sweep,))
+                points[(depth, size, conc, folders)] = Scenario(depth, size, conc, keys, chosen, (sweep,), folders)
             else:
                 merged = tuple(w for w in WORKLOADS if w in old.workloads or w in chosen)
-                points[(depth, size, conc)] = replace(old, workloads=merged, sweeps=(*old.sweeps, sweep))
+                points[(depth, size, conc, folders)] = replace(old, workloads=merged, sweeps=(*old.sweeps, sweep))
 
         for conc in self.concurrency:
             add(self.base_depth, self.base_value_size, conc, self.keys, "concurrency")
@@ -138,6 +154,8 @@ class BenchConfig:
             add(depth, self.base_value_size, self.sweep_concurrency, self.sweep_keys, "depth")
         for size in self.value_sizes:
             add(self.base_depth, size, self.sweep_concurrency, self.sweep_keys, "value_size")
+        for folders in self.folders:
+            add(self.base_depth, self.base_value_size, self.folders_concurrency, self.keys, "folders", folders)
         return list(points.values())
 
     def total_ops(self) -> int:
@@ -148,6 +166,21 @@ class BenchConfig:
 def standard_config(**overrides: object) -> BenchConfig:
     """The standard set: a few minutes on two cores."""
     return replace(BenchConfig(), **overrides)  # type: ignore[arg-type]
+
+
+def coalesce_config(**overrides: object) -> BenchConfig:
+    """Issue 11's set: put/get/mix at concurrency 1/16/64/256 (depth 3, 1 KiB) on all three targets,
+    and put by 64 writers into 10 folders (write units per put). A minute or two on two cores."""
+    coalesce = BenchConfig(
+        workloads=("put", "get", "mix"),
+        concurrency=(1, 16, 64, 256),
+        depths=(),
+        value_sizes=(),
+        folders=(10,),
+        keys=1000,
+        label="coalesce",
+    )
+    return replace(coalesce, **overrides)  # type: ignore[arg-type]
 
 
 def quick_config(**overrides: object) -> BenchConfig:

@@ -39,7 +39,7 @@ def _comparable(items: list[dict[str, Any]]) -> list[tuple[str, str, bytes | Non
 
 async def test_raw_and_kvstore_leave_identical_tables(endpoint: str) -> None:
     run = secrets.token_hex(3)
-    names = {t: f"kvbench-test-{run}-{t}" for t in ("kvstore", "raw")}
+    names = {t: f"kvbench-test-{run}-{t}" for t in ("kvstore", "kvstore-plain", "raw")}
     space = KeySpace("eq", 4, 60, 5)
     async with run_tables(endpoint, list(names.values())):
         contents = {}
@@ -61,6 +61,7 @@ async def test_raw_and_kvstore_leave_identical_tables(endpoint: str) -> None:
                 await target.aclose()
             contents[target_name] = _comparable(await _scan(endpoint, table))
     assert contents["kvstore"] == contents["raw"]
+    assert contents["kvstore-plain"] == contents["raw"]
 
 
 async def test_a_tiny_run_writes_results_and_plots(endpoint: str, tmp_path: Path) -> None:
@@ -69,22 +70,23 @@ async def test_a_tiny_run_writes_results_and_plots(endpoint: str, tmp_path: Path
     doc = json.loads((tmp_path / "latest.json").read_text())
     assert doc["run_id"] == report.data["run_id"]
     assert not doc["notes"], doc["notes"]
-    assert {r["target"] for r in doc["results"]} == {"kvstore", "raw"}
+    assert {r["target"] for r in doc["results"]} == {"kvstore", "kvstore-plain", "raw"}
     assert len(doc["comparisons"]) == 2 * len(config.workloads)
     for cell in doc["results"]:
         assert cell["ops"] == 24 and cell["errors"] == 0
         assert len(cell["ops_per_s_rounds"]) == 2
-        if cell["target"] == "raw" and cell["workload"] in ("put", "get", "list"):
+        if cell["target"] in ("raw", "kvstore-plain") and cell["workload"] in ("put", "get", "list"):
             # The wire counts match raw's request plan: one request per operation, and a put at
-            # depth 3 writes its record and two folder pointers.
+            # depth 3 writes its record and two folder pointers. kvstore without coalescing too.
             assert cell["wire"]["requests_per_op"] == 1.0
             assert cell["wire"]["items_per_op"] == {"put": 3.0, "get": 1.0, "list": 0.0}[cell["workload"]]
     for workload in ("get", "list"):  # kvstore's get and list send exactly raw's requests
         cmp = next(c for c in doc["comparisons"] if c["workload"] == workload and c["concurrency"] == 1)
         assert cmp["ratio"]["requests_per_op"] == 1.0
+        assert cmp["ratio_plain"]["requests_per_op"] == 1.0
     assert {p.name for p in report.plot_paths} >= {
         f"{doc['run_id']}-throughput.png",
         f"{doc['run_id']}-latency_p95.png",
         f"{doc['run_id']}-cpu.png",
     }
-    assert "ratio" in report.table()
+    assert "kv/raw" in report.table() and "gain" in report.table()  # the three-target table

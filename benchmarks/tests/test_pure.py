@@ -12,7 +12,17 @@ from benchmarks import targets as model
 from benchmarks.cli import config_from_args, parser
 from benchmarks.report import compare, format_table, latency_summary, percentile, ratio, round_ratios
 from benchmarks.runner import Wire, items_in
-from benchmarks.workloads import MIX, WORKLOADS, BenchConfig, KeySpace, plan, quick_config, standard_config
+from benchmarks.workloads import (
+    MIX,
+    TARGETS,
+    WORKLOADS,
+    BenchConfig,
+    KeySpace,
+    coalesce_config,
+    plan,
+    quick_config,
+    standard_config,
+)
 
 
 def test_split_and_pointers_follow_vaults_layout() -> None:
@@ -153,3 +163,35 @@ def test_cli_options_override_the_set() -> None:
     assert cfg.quick and cfg.workloads == ("put", "get") and cfg.concurrency == (1, 64) and cfg.latency_ms == 5
     assert config_from_args(parser().parse_args(["--depths", "none"])).depths == ()
     assert config_from_args(parser().parse_args(["--value-sizes", "100,10k"])).value_sizes == (100, 10_000)
+
+
+def test_three_targets_compare_and_tabulate() -> None:
+    base = {"scenario": "s", "workload": "put", "depth": 3, "value_size": 1, "concurrency": 64, "keys": 1,
+            "sweeps": [], "folders": 10}
+    cells = [{**base, "target": t, "ops_per_s": v, "ops_per_s_rounds": [v], "wire": {"items_per_op": i}}
+             for t, v, i in (("kvstore", 300.0, 1.2), ("kvstore-plain", 100.0, 3.0), ("raw", 100.0, 3.0))]
+    (row,) = compare(cells)
+    assert row["ratio"]["ops_per_s"] == 3.0 and row["ratio_plain"]["ops_per_s"] == 1.0
+    assert row["coalesce_gain"]["ops_per_s"] == 3.0 and row["ratio"]["items_per_op"] == 0.4
+    text = format_table([row])
+    assert "gain" in text and "put@10f" in text and "1.20/3.00/3.00" in text
+    (pair,) = compare([c for c in cells if c["target"] != "kvstore-plain"])
+    assert pair["kvstore-plain"] is None and pair["coalesce_gain"]["ops_per_s"] is None
+    assert "gain" not in format_table([pair])
+
+
+def test_coalesce_set_has_hot_folders_and_three_targets() -> None:
+    cfg = coalesce_config()
+    cfg.validate()
+    assert cfg.targets == TARGETS and "kvstore-plain" in TARGETS
+    scenarios = cfg.scenarios()
+    assert {s.concurrency for s in scenarios if not s.folders} == {1, 16, 64, 256}
+    (hot,) = [s for s in scenarios if s.folders]
+    assert (hot.concurrency, hot.folders, hot.workloads) == (64, 10, ("put",))
+    space = KeySpace(hot.id, hot.depth, hot.keys, hot.fanout(cfg.fanout))
+    assert len(space.leaf_folders()) == 10
+    args = parser().parse_args(["--coalesce", "--targets", "kvstore-plain,raw", "--folders", "5"])
+    assert config_from_args(args).targets == ("kvstore-plain", "raw")
+    assert config_from_args(args).folders == (5,)
+    with pytest.raises(ValueError):
+        BenchConfig(base_depth=1, folders=(10,)).validate()
