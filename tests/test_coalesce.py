@@ -19,7 +19,7 @@ from kvstore.testing.faults import FaultProxy
 
 
 async def test_concurrent_puts_share_batches_and_pointer_items(dynamo: DynamoDBBackend) -> None:
-    keys = [f"f{i % 10}/sub/k{i}" for i in range(64)]
+    keys = [f"f{i % 2}/sub/k{i}" for i in range(64)]  # two folders: every batch holds puts sharing pointers
     before = dynamo.table.requests["batch_write_item"]
     await asyncio.gather(*(dynamo.put(Entry(k, b"v")) for k in keys))
     sent = dynamo.table.requests["batch_write_item"] - before
@@ -27,8 +27,8 @@ async def test_concurrent_puts_share_batches_and_pointer_items(dynamo: DynamoDBB
     assert dynamo.writer.group is not None and dynamo.writer.group.shared_items > 0, "shared folders' pointers"
     got = await asyncio.gather(*(dynamo.get(k) for k in keys))
     assert all(e is not None and e.value == b"v" for e in got)
-    assert await dynamo.list("") == [f"f{i}/" for i in range(10)]
-    for i in range(10):
+    assert await dynamo.list("") == ["f0/", "f1/"]
+    for i in range(2):
         assert await dynamo.list(f"f{i}/sub/") == sorted(k.rsplit("/", 1)[1] for k in keys if k.startswith(f"f{i}/"))
 
 

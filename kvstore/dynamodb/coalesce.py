@@ -83,8 +83,12 @@ class _WriteOp:
             self.future.set_result(self.clean)
 
     def fail(self, exc: BaseException) -> None:
-        if not self.future.done():
+        if self.future.done():
+            return
+        if isinstance(exc, Exception):
             self.future.set_exception(exc)
+        else:
+            self.future.cancel()  # the request was cancelled (the backend is closing); nothing to log
 
 
 class _Backoff:
@@ -111,10 +115,20 @@ class _Lanes:
     def __init__(self, lanes: int) -> None:
         self.limit = lanes
         self.tasks: set[asyncio.Task[None]] = set()
+        self.inline = 0  # requests sent from the caller's own task (the idle fast path)
 
     @property
     def free(self) -> bool:
-        return len(self.tasks) < self.limit
+        return len(self.tasks) + self.inline < self.limit
+
+    async def run_inline(self, coro: Any, done: Callable[[], None]) -> None:
+        """Send a lone operation from the caller's task: no task, no queue, when nothing waits."""
+        self.inline += 1
+        try:
+            await coro
+        finally:
+            self.inline -= 1
+            done()
 
     def start(self, coro: Any, done: Callable[[], None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -168,6 +182,12 @@ class GroupWriter(_Group):
         op = _WriteOp(items, asyncio.get_running_loop().create_future(), set(items))
         if not items:
             return True
+        records = op.records
+        if not self._queue and self._lanes.free and self._busy.isdisjoint(records):
+            # Idle: nothing to share with, so no queue and no task (what a lone put costs raw).
+            self._busy.update(records)
+            await self._lanes.run_inline(self._send([op]), functools.partial(self._done, records))
+            return op.future.result()
         self._queue.append(op)
         self._pump()
         return await asyncio.shield(op.future)
@@ -258,7 +278,7 @@ class GroupWriter(_Group):
         except BaseException as exc:
             for k in pending:
                 for op in owners[k]:
-                    op.fail(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                    op.fail(exc)
             if not isinstance(exc, Exception):
                 raise
 
@@ -281,6 +301,9 @@ class GroupReader(_Group):
     async def get(self, path: str, name: str) -> Item | None:
         """The item at (``path``, ``name``), read consistently, or None."""
         read = _Read((path, name), asyncio.get_running_loop().create_future())
+        if not self._queue and self._lanes.free:
+            await self._lanes.run_inline(self._send({read.key: [read]}), self._pump)
+            return read.future.result()
         self._queue.append(read)
         self._pump()
         return await asyncio.shield(read.future)
@@ -331,7 +354,11 @@ class GroupReader(_Group):
         except BaseException as exc:
             for waiting in reads.values():
                 for r in waiting:
-                    if not r.future.done():
-                        r.future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+                    if r.future.done():
+                        continue
+                    if isinstance(exc, Exception):
+                        r.future.set_exception(exc)
+                    else:
+                        r.future.cancel()
             if not isinstance(exc, Exception):
                 raise
