@@ -8,14 +8,12 @@ order, failures that stay with their own operation, and the switch that turns it
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import pytest
+from dynamo_support import proxied
 
 from kvstore import Entry, WriteIncomplete
 from kvstore.dynamodb import DynamoDBBackend
-from kvstore.testing.faults import FaultProxy
 
 
 async def test_concurrent_puts_share_batches_and_pointer_items(dynamo: DynamoDBBackend) -> None:
@@ -71,15 +69,6 @@ async def test_switched_off_every_operation_sends_its_own(dynamodb_conf: dict[st
         await asyncio.gather(*(b.get(f"s/{i}") for i in range(30)))
         assert b.table.requests - before == {"get_item": 30}
 
-
-@contextlib.asynccontextmanager
-async def proxied(conf: dict[str, str], **extra: str) -> AsyncIterator[tuple[FaultProxy, DynamoDBBackend]]:
-    async with FaultProxy(conf["endpoint"]) as proxy:
-        backend = await DynamoDBBackend.create({**conf, "endpoint": proxy.endpoint, **extra}, environ={})
-        try:
-            yield proxy, backend
-        finally:
-            await backend.aclose()
 
 
 async def test_an_operation_fails_alone(dynamodb_conf: dict[str, str]) -> None:

@@ -14,15 +14,15 @@ import asyncio
 import contextlib
 import multiprocessing
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from dynamo_support import proxied
 
 from kvstore import Entry, Operation, TxnEntry, WriteIncomplete
 from kvstore.backend import Backend
 from kvstore.dynamodb import DynamoDBBackend
-from kvstore.testing.faults import FaultProxy
 
 
 async def walk(b: Backend, prefix: str = "") -> tuple[set[str], list[str]]:
@@ -53,17 +53,6 @@ async def violations(b: Backend, candidates: Iterable[str]) -> list[str]:
             problems.append(f"{key!r} is listed but does not read")
     return problems
 
-
-@contextlib.asynccontextmanager
-async def proxied(conf: dict[str, str], **extra: str) -> AsyncIterator[tuple[FaultProxy, DynamoDBBackend]]:
-    """A backend whose requests pass through a fault proxy in front of the session's engine."""
-    async with FaultProxy(conf["endpoint"]) as proxy:
-        # environ={}: the session's AWS_DYNAMODB_ENDPOINT would otherwise win over the proxy's.
-        backend = await DynamoDBBackend.create({**conf, "endpoint": proxy.endpoint, **extra}, environ={})
-        try:
-            yield proxy, backend
-        finally:
-            await backend.aclose()
 
 
 async def test_put_into_a_folder_being_emptied_stays_listed(

@@ -70,6 +70,7 @@ from kvstore.dynamodb.records import (
     Item,
     entry_from_item,
     item_key,
+    names_query,
     new_version,
     record_item,
     version_condition,
@@ -265,13 +266,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
 
     async def _query_names(self, path: str) -> builtins.list[str]:
         """The Key of every item in partition ``path`` (all pages)."""
-        params: dict[str, Any] = {
-            "KeyConditionExpression": "#p = :p",
-            "ExpressionAttributeNames": {"#p": ATTR_PATH, "#k": ATTR_KEY},
-            "ExpressionAttributeValues": {":p": {"S": path}},
-            "ProjectionExpression": "#k",
-            "ConsistentRead": True,
-        }
+        params = names_query(path)
         names: builtins.list[str] = []
         while True:
             out = await self._table.call("query", key=path, **params)
@@ -323,14 +318,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
     async def _query_page(self, path: str, start: str, limit: int) -> tuple[builtins.list[str], str | None]:
         """One consistent Query: up to ``limit`` Keys of partition ``path`` after ``start`` (``""``:
         from the first), and the Key to continue after (``None``: the partition ended)."""
-        params: dict[str, Any] = {
-            "KeyConditionExpression": "#p = :p",
-            "ExpressionAttributeNames": {"#p": ATTR_PATH, "#k": ATTR_KEY},
-            "ExpressionAttributeValues": {":p": {"S": path}},
-            "ProjectionExpression": "#k",
-            "ConsistentRead": True,
-            "Limit": limit,
-        }
+        params = names_query(path, limit=limit)
         if start:
             params["ExclusiveStartKey"] = {ATTR_PATH: {"S": path}, ATTR_KEY: {"S": start}}
         out = await self._table.call("query", key=path, **params)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kvstore.dynamodb.backend import DynamoDBBackend
-from kvstore.dynamodb.records import ATTR_FENCE, ATTR_KEY, ATTR_PATH, Item, is_pointer, pointer_key
+from kvstore.dynamodb.records import ATTR_FENCE, ATTR_KEY, ATTR_PATH, Item, is_pointer, names_query, pointer_key
 from kvstore.dynamodb.table import Table
 from kvstore.fsck import FsckReport, Progress
 from kvstore.keys import ROOT_PATH, is_hidden, prefixes, validate_prefix
@@ -164,13 +164,7 @@ async def _pointer_exists(table: Table, folder: str) -> bool:
 async def _record_names(table: Table, folder: str) -> set[str]:
     """The names of the records (not pointers, not ``_`` names) in ``folder`` now."""
     path = folder or ROOT_PATH
-    params: dict[str, Any] = {
-        "KeyConditionExpression": "#p = :p",
-        "ExpressionAttributeNames": {"#p": ATTR_PATH, "#k": ATTR_KEY},
-        "ExpressionAttributeValues": {":p": {"S": path}},
-        "ProjectionExpression": "#k",
-        "ConsistentRead": True,
-    }
+    params = names_query(path)
     names: set[str] = set()
     while True:
         out = await table.call("query", key=path, **params)

@@ -67,8 +67,8 @@ from typing import Any
 from kvstore.dynamodb.inflight import InFlight
 from kvstore.dynamodb.records import (
     ATTR_KEY,
-    ATTR_PATH,
     ATTR_VERSION,
+    names_query,
     new_version,
     pointer_item,
     pointer_key,
@@ -151,14 +151,7 @@ class FolderPointers:
         Lock records live in their folder's partition but are found by key, not through
         pointers, so they must not keep an otherwise empty folder listed.
         """
-        params: dict[str, Any] = {
-            "KeyConditionExpression": "#p = :p",
-            "ExpressionAttributeNames": {"#p": ATTR_PATH, "#k": ATTR_KEY},
-            "ExpressionAttributeValues": {":p": {"S": folder or ROOT_PATH}},
-            "ProjectionExpression": "#k",
-            "ConsistentRead": True,
-            "Limit": _PROBE_PAGE,
-        }
+        params = names_query(folder or ROOT_PATH, limit=_PROBE_PAGE)
         while True:
             out = await self._table.call("query", key=folder, **params)
             if any(not is_hidden(i[ATTR_KEY]["S"]) for i in out.get("Items", [])):

@@ -27,6 +27,7 @@ __all__ = [
     "entry_from_item",
     "is_pointer",
     "item_key",
+    "names_query",
     "new_version",
     "pointer_key",
     "pointer_item",
@@ -146,3 +147,21 @@ def version_condition(expected: str | Absent | None) -> dict[str, Any] | None:
         "ExpressionAttributeValues": {":v": {"S": str(expected)}},
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }
+
+
+def names_query(path: str, *, limit: int | None = None) -> dict[str, Any]:
+    """The parameters of a consistent Query for the ``Key`` of every item in partition ``path``.
+
+    What ``list``, its pages, the folder probes and ``fsck`` all send (add ``ExclusiveStartKey``
+    to page on). ``limit`` caps the items one page reads.
+    """
+    params: dict[str, Any] = {
+        "KeyConditionExpression": "#p = :p",
+        "ExpressionAttributeNames": {"#p": ATTR_PATH, "#k": ATTR_KEY},
+        "ExpressionAttributeValues": {":p": {"S": path}},
+        "ProjectionExpression": "#k",
+        "ConsistentRead": True,
+    }
+    if limit is not None:
+        params["Limit"] = limit
+    return params
