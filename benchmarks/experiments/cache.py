@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -30,14 +29,14 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.engine import endpoint_or_local
 from kvstore import Backend, Entry, Operation, TxnEntry
 from kvstore.cache import CachedBackend
 from kvstore.dynamodb import DynamoDBBackend
-from kvstore.engine import LocalEngine
 
 __all__ = ["HIT_RATES", "main", "run"]
 
@@ -155,14 +154,6 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-@contextlib.contextmanager
-def _endpoint(given: str | None) -> Iterator[str]:
-    if given:
-        yield given
-        return
-    with LocalEngine.start() as engine:
-        yield engine.endpoint
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sweep; write the JSON and the plot under benchmarks/results/."""
@@ -176,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=_RESULTS, help="results folder (default benchmarks/results)")
     args = p.parse_args(argv)
     extra = dict(item.split("=", 1) for item in args.conf)
-    with _endpoint(args.endpoint) as endpoint:
+    with endpoint_or_local(args.endpoint) as endpoint:
         rows = asyncio.run(run(endpoint, keys=args.keys, duration=args.duration, concurrency=args.concurrency,
                                extra_conf=extra))
     stamp = time.strftime("%Y%m%dt%H%M%Sz", time.gmtime())

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -35,15 +34,15 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.engine import endpoint_or_local
 from kvstore import Entry
 from kvstore.dynamodb import DynamoDBBackend
 from kvstore.dynamodb.records import new_version, record_item
 from kvstore.dynamodb.writer import WriteRequest
-from kvstore.engine import LocalEngine
 
 __all__ = ["main", "measure", "populate"]
 
@@ -171,14 +170,6 @@ def plot(rows: Sequence[dict[str, Any]], children: int, path: Path) -> None:
     plt.close(fig)
 
 
-@contextlib.contextmanager
-def _endpoint(given: str | None) -> Iterator[str]:
-    if given:
-        yield given
-        return
-    with LocalEngine.start() as engine:
-        yield engine.endpoint
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Populate the folder, measure each mode in its own process, write the JSON and the plot."""
@@ -198,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(doc))
         return 0
     started = time.perf_counter()
-    with _endpoint(args.endpoint) as endpoint:
+    with endpoint_or_local(args.endpoint) as endpoint:
         table = f"bench-list-{uuid.uuid4().hex[:8]}"
         write_s = asyncio.run(populate(endpoint, table, args.children))
         print(f"wrote {args.children} children in {write_s:.1f} s", file=sys.stderr, flush=True)
