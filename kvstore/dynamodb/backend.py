@@ -226,8 +226,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
                 await self._writer.write(pointers, [record])
                 clean = False  # the record landed a round trip after its pointers
         except Exception:
-            if pointers:
-                self._inflight.spawn(self._repair_put(key, version), f"cleanup after the failed put of {key!r}")
+            self._spawn_repairs({key: version}, [])
             raise
         await self._pointers.after_write([key], started=started, clean=clean)
 
@@ -337,18 +336,12 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         The probe waits for the record's delete: of two deletes emptying one folder, the later
         probe then sees both keys gone, so the folder never stays listed empty.
         """
-        folder = split(key)[0] if prefixes(key) else ""
         try:
             await self._writer.write([{"DeleteRequest": {"Key": item_key(key)}}])
         except Exception:
-            if folder:
-                self._inflight.spawn(self._pointers.prune(folder), f"cleanup after the failed delete of {key!r}")
+            self._spawn_repairs({}, [key])
             raise
-        await self._prune_after_delete(folder)
-
-    async def _prune_after_delete(self, folder: str) -> None:
-        """Prune ``folder`` (``""``: the root, nothing to do) if it is empty now."""
-        await self._pointers.prune(folder)
+        await self._pointers.prune(_folder(key))
 
     async def transaction(self, txns: Sequence[TxnEntry]) -> None:
         writes = coalesce(txns)
@@ -468,17 +461,18 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
         await self._pointers.after_write(put_keys, started=started, clean=clean)
         deleted = [w.entry.key for w in writes if w.operation is Operation.DELETE]
         if deleted:
-            await settle(*(self._prune_after_delete(f) for f in dict.fromkeys(_folder(k) for k in deleted)))
+            await settle(*(self._pointers.prune(f) for f in dict.fromkeys(_folder(k) for k in deleted)))
         return versions
 
     def _spawn_repairs(self, versions: dict[str, str], deleted: builtins.list[str]) -> None:
-        """After a commit failed without a clear answer: repair the pointers of every key it touched."""
+        """After a write failed part-way or without a clear answer: repair the pointers of every key
+        it touched (``versions``: put keys and the version each wrote; ``deleted``: deleted keys)."""
         for key, version in versions.items():
             if prefixes(key):
-                self._inflight.spawn(self._repair_put(key, version), f"cleanup after the failed commit of {key!r}")
+                self._inflight.spawn(self._repair_put(key, version), f"cleanup after the failed write of {key!r}")
         for folder in dict.fromkeys(_folder(k) for k in deleted):
             if folder:
-                self._inflight.spawn(self._pointers.prune(folder), f"cleanup of {folder!r} after a failed commit")
+                self._inflight.spawn(self._pointers.prune(folder), f"cleanup of {folder!r} after a failed write")
 
     async def _write_pointers(self, keys: builtins.list[str]) -> bool:
         """Write the folder pointers of every key in ``keys`` (each folder once); whether clean."""
@@ -516,10 +510,10 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             if w.operation is Operation.DELETE and conflict.current is None and bool(exc.retry_attempts):
                 # The key is gone and an earlier sending of this very delete may have landed: the
                 # state it asked for holds, so report success (a delete leaves no token to check).
-                await self._prune_after_delete(_folder(key))
+                await self._pointers.prune(_folder(key))
                 return {}
             if w.operation is Operation.PUT and w.if_version is not ABSENT and conflict.current is None:
-                await self._prune_after_delete(_folder(key))
+                await self._pointers.prune(_folder(key))
             raise conflict from exc
         except Exception:
             if w.operation is Operation.PUT:
@@ -528,7 +522,7 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
                 self._spawn_repairs({}, [key])
             raise
         if w.operation is Operation.DELETE:
-            await self._prune_after_delete(_folder(key))
+            await self._pointers.prune(_folder(key))
             return {}
         await self._pointers.after_write([key], started=started, clean=clean)
         return {key: version}
