@@ -38,10 +38,13 @@ import contextlib
 import dataclasses
 import logging
 import os
+import platform
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import aiobotocore
+import botocore
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
@@ -554,6 +557,18 @@ class DynamoDBBackend(Backend, HABackend, ConditionalBackend):
             raise await self._version_conflict(key, expected, reason.item) from exc
 
 
+def _user_agent() -> str:
+    from kvstore import __version__  # here: kvstore/__init__ may still be importing this module
+
+    return (
+        f"kvstore/{__version__} aiobotocore/{aiobotocore.__version__} botocore/{botocore.__version__} "
+        f"Python/{platform.python_version()}"
+    )
+
+
+_USER_AGENT = _user_agent()
+
+
 def _open_client(config: DynamoDBConfig, session: Any) -> contextlib.AbstractAsyncContextManager[Any]:
     """An async context manager that opens (and closes) a DynamoDB client as ``config`` says.
 
@@ -577,6 +592,9 @@ def _open_client(config: DynamoDBConfig, session: Any) -> contextlib.AbstractAsy
             # parameter validation only costs CPU (about 8% of a put+get here); a malformed request
             # still fails, as the engine's ValidationException (RequestRejected).
             parameter_validation=False,
+            # botocore rebuilds its User-Agent twice per request (about 15% of a GetItem's CPU);
+            # a fixed one, built once, costs nothing and names kvstore in the engine's logs.
+            user_agent=_USER_AGENT,
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             retries=retries,
