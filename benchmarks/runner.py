@@ -33,12 +33,13 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks import report
+from benchmarks.engine import data_path
 from benchmarks.targets import Target, open_target, run_tables
 from benchmarks.workloads import BenchConfig, KeySpace, Op, Scenario, plan, standard_config
 
@@ -226,19 +227,6 @@ class BenchReport:
         return report.format_table(self.comparisons)
 
 
-@contextlib.contextmanager
-def _data_path(upstream: str, latency_ms: float) -> Iterator[str]:
-    """The endpoint the targets use: ``upstream``, or a FaultProxy adding ``latency_ms`` per request."""
-    if latency_ms <= 0:
-        yield upstream
-        return
-    from kvstore.testing.faults import FaultProxy
-
-    with FaultProxy(upstream).in_thread() as proxy:  # its own thread: its CPU is not the targets'
-        proxy.latency(latency_ms / 1000.0)
-        yield proxy.endpoint
-
-
 class _Run:
     """One run's state: open targets, which key spaces each holds, the progress bar, the notes."""
 
@@ -353,7 +341,7 @@ async def arun_benchmarks(
     results: list[dict[str, Any]] = []
     tables = {name: f"kvbench-{run_id}-{name}" for name in config.targets}
     async with run_tables(endpoint, list(tables.values())):
-        with _data_path(endpoint, config.latency_ms) as target_endpoint:
+        with data_path(endpoint, config.latency_ms) as target_endpoint:
             async with contextlib.AsyncExitStack() as stack:
                 targets: dict[str, Target] = {}
                 doc["targets"] = {}
