@@ -8,6 +8,7 @@ order, failures that stay with their own operation, and the switch that turns it
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from dynamo_support import proxied
@@ -28,6 +29,33 @@ async def test_concurrent_puts_share_batches_and_pointer_items(dynamo: DynamoDBB
     assert await dynamo.list("") == ["f0/", "f1/"]
     for i in range(2):
         assert await dynamo.list(f"f{i}/sub/") == sorted(k.rsplit("/", 1)[1] for k in keys if k.startswith(f"f{i}/"))
+
+
+async def test_batches_pack_puts_into_the_same_folders_together(dynamo: DynamoDBBackend) -> None:
+    # Issued interleaved over six folders. Taken in arrival order, each batch of 25 items would
+    # carry 18 records and the pointers of all six folders and the root (7); packed by folder, a
+    # batch carries about 22 records and 3 pointers.
+    batches: list[list[str]] = []  # the Key of every item of every BatchWriteItem sent
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        for requests in params["RequestItems"].values():
+            batches.append([r["PutRequest"]["Item"]["Key"]["S"] for r in requests if "PutRequest" in r])
+
+    events = dynamo.table.client.meta.events
+    events.register("provide-client-params.dynamodb.BatchWriteItem", record)
+    try:
+        keys = [f"pk/f{i % 6}/k{i}" for i in range(120)]
+        await asyncio.gather(*(dynamo.put(Entry(k, b"v")) for k in keys))
+    finally:
+        events.unregister("provide-client-params.dynamodb.BatchWriteItem", record)
+    with_records = [b for b in batches if any(not k.endswith("/") for k in b)]  # not a pointer reassertion
+    records = sum(not k.endswith("/") for b in with_records for k in b)
+    pointers = sum(k.endswith("/") for b in with_records for k in b)
+    assert records == len(keys)
+    assert pointers / records < 0.25, f"{pointers} pointer items for {records} records in {len(with_records)} batches"
+    assert await dynamo.list("pk/") == [f"f{i}/" for i in range(6)]
+    for i in range(6):
+        assert await dynamo.list(f"pk/f{i}/") == sorted(k.rsplit("/", 1)[1] for k in keys if k.startswith(f"pk/f{i}/"))
 
 
 async def test_per_key_order_is_kept(dynamo: DynamoDBBackend) -> None:
@@ -98,3 +126,22 @@ async def test_cancelling_one_caller_keeps_the_others(dynamo: DynamoDBBackend, n
     for i in range(30):
         if i != 3:
             assert await dynamo.get(f"c{n}/{i}") is not None
+
+
+async def test_coalesced_calls_lose_nothing_to_partial_batches_and_throttles(dynamodb_conf: dict[str, str]) -> None:
+    # Shared BatchWriteItem / BatchGetItem calls answered in part (unprocessed items and keys) or
+    # throttled (retried by the SDK, as by default): every put lands, listed, and every get reads it.
+    async with proxied(dynamodb_conf) as (proxy, b):
+        keys = [f"pb/f{i % 4}/k{i}" for i in range(80)]
+        faults = [proxy.partial_batch(fraction=0.5, times=10), proxy.throttle(operations={"BatchWriteItem"}, times=4)]
+        await asyncio.gather(*(b.put(Entry(k, k.encode())) for k in keys))
+        assert all(f.fired for f in faults), [f.fired for f in faults]
+        faults = [proxy.partial_batch(fraction=0.5, operations={"BatchGetItem"}, times=10),
+                  proxy.throttle(operations={"BatchGetItem"}, times=3)]
+        got = await asyncio.gather(*(b.get(k) for k in [*keys, "pb/f0/absent"]))
+        assert got == [*(Entry(k, k.encode()) for k in keys), None]
+        assert all(f.fired for f in faults), [f.fired for f in faults]
+        assert proxy.stats()["BatchGetItem"].forwarded > 1
+        assert await b.list("pb/") == [f"f{i}/" for i in range(4)]
+        for i in range(4):
+            assert await b.list(f"pb/f{i}/") == sorted(k.rsplit("/", 1)[1] for k in keys if k.startswith(f"pb/f{i}/"))

@@ -160,8 +160,10 @@ async def test_throttling_storm_within_the_deadline_every_put_lands(dynamodb_con
         # The SDK gives up at once; our writer's backoff has to ride out the storm.
         storm = proxy.throttle(operations={"BatchWriteItem"}, duration=0.4)
         await asyncio.gather(*(faulty.put(Entry(k, b"v" + k.encode())) for k in keys))
-        assert storm.fired >= len(keys)
-        assert faulty.writer.retries == storm.fired  # one resend per throttled request
+        # Puts share requests (group commit), so count requests, not puts: the storm throttled the
+        # first ones and their resends, and every throttled request was resent exactly once.
+        assert storm.fired >= 2
+        assert faulty.writer.retries == storm.fired
         async with InmemBackend() as model:
             for k in keys:
                 await model.put(Entry(k, b"v" + k.encode()))

@@ -4,17 +4,24 @@ Per-call client CPU (about a millisecond in aiobotocore), not the engine, caps o
 request per operation; DynamoDB moves 25 items per BatchWriteItem and 100 keys per BatchGetItem for
 barely more. So operations that arrive while a request is in flight ride the next one:
 
-- **No added latency when idle.** At most ``lanes`` requests are in flight; while a lane is free,
-  an operation goes out at once, alone. Only while every lane is busy do operations queue, and each
-  request that completes takes the queue's head along (up to 25 write items / 100 keys).
+- **No added latency when idle.** At most ``lanes`` requests are in flight; while a lane is free
+  and nothing waits, an operation goes out at once, alone. Otherwise it queues, and a freed lane
+  takes the queue (up to 25 write items / 100 keys) a few event-loop turns later, once the callers
+  its request woke have queued their next operations: with 64 callers that makes one BatchGetItem
+  of about 60 keys where taking the queue at once sent one of about 10 and a GetItem alone.
 - **Identical items are written once.** Concurrent puts into one folder share its pointer items
-  (write units are billed per item); a batch never holds two requests on one item.
+  (write units are billed per item); a batch never holds two requests on one item. A batch starts
+  with the oldest operation that may go, then fills up with the queued ones that add the fewest new
+  items: puts into the folders already in the batch first, so hot folders pay for their pointers
+  once per batch rather than once per put.
 - **Per-key order.** An operation on a record already in flight (or queued earlier) waits for it:
   a put then a delete of one key land in that order.
 - **Each operation resolves alone**, as soon as all of *its* items are stored, and fails alone
   when one of its items does (an unprocessed item past the deadline, an engine rejection).
   Unprocessed items are resubmitted with capped exponential backoff and full jitter, as the
-  :class:`~kvstore.dynamodb.writer.BatchWriter` does.
+  :class:`~kvstore.dynamodb.writer.BatchWriter` does; so are a shared BatchGetItem's
+  ``UnprocessedKeys``, and a shared request after a transient error (a lone GetItem is left to the
+  SDK's retry policy, exactly as without coalescing).
 - **Clean or not.** A write whose items all landed on their first sending is *clean*; the
   folder-pointer protocol (:mod:`kvstore.dynamodb.pointers`) relies on that, and sharing a request
   keeps it true: an operation's record and pointers still travel in one request.
@@ -41,16 +48,23 @@ from kvstore.dynamodb.records import ATTR_KEY, ATTR_PATH, Item
 from kvstore.dynamodb.table import Table
 from kvstore.errors import Throttled, WriteIncomplete, is_transient
 
-__all__ = ["GET_LIMIT", "GroupReader", "GroupWriter", "LANES"]
+__all__ = ["GET_LIMIT", "LANES", "GroupReader", "GroupWriter"]
 
 log = logging.getLogger(__name__)
 
-#: Requests of one kind in flight at once. Few enough that concurrent operations share requests,
-#: enough that one slow request does not stall the rest.
-LANES = 4
+#: Requests of one kind in flight at once: few enough that concurrent operations share requests,
+#: enough that one slow request does not stall the rest. ``python -m benchmarks.experiments.lanes``
+#: with 64 callers: on loopback, where CPU decides, fewer lanes cost less CPU and fewer items per
+#: put (fuller batches share more pointers) and 1 lane is as fast as 2; with 5 ms round trips, 2
+#: lanes moved 1.4x the puts of 1 and more gets than 1 or 4.
+LANES = 2
+#: Turns of the event loop a freed lane waits before it takes the queue (see ``_Group._pump_soon``).
+SETTLE_TURNS = 4
 #: DynamoDB's limits on one BatchWriteItem and one BatchGetItem.
 WRITE_LIMIT = 25
 GET_LIMIT = 100
+#: How many queued operations one batch chooses among (bounds the CPU of choosing).
+WRITE_WINDOW = 4 * WRITE_LIMIT
 
 ItemKey = tuple[str, str]
 WriteRequest = dict[str, Any]
@@ -145,23 +159,55 @@ class _Group:
     """What a writer and a reader share: the table, the lanes, and the backoff of resubmissions."""
 
     def __init__(
-        self, table: Table, *, deadline: float, base_delay: float = 0.025, max_delay: float = 1.0, lanes: int = LANES
+        self, table: Table, *, deadline: float, lanes: int, base_delay: float = 0.025, max_delay: float = 1.0
     ) -> None:
         self._table = table
         self._deadline = deadline
         self._base = base_delay
         self._max = max_delay
         self._lanes = _Lanes(lanes)
+        self._pump_due = False
 
     def _backoff(self) -> _Backoff:
         return _Backoff(self._deadline, self._base, self._max)
+
+    @property
+    def _idle(self) -> bool:
+        """Whether an operation may go out at once, alone: a lane is free and nothing is waiting."""
+        return self._lanes.free and not self._pump_due
+
+    def _pump(self) -> None:
+        """Send what is queued on the free lanes."""
+        raise NotImplementedError
+
+    def _pump_soon(self) -> None:
+        """Pump once the event loop has turned ``SETTLE_TURNS`` times.
+
+        A request that completes wakes its callers, whose next operations reach the group a few
+        turns later (through the backend's task and shield). Pumping at once would send the queue
+        without them, and the first of them alone on the lane just freed; waiting these turns lets
+        them ride one batch together. It never delays a lone operation on an idle group.
+        """
+        if self._pump_due:
+            return
+        self._pump_due = True
+        loop = asyncio.get_running_loop()
+
+        def turn(left: int) -> None:
+            if left > 0:
+                loop.call_soon(turn, left - 1)
+                return
+            self._pump_due = False
+            self._pump()
+
+        loop.call_soon(turn, SETTLE_TURNS - 1)
 
 
 class GroupWriter(_Group):
     """Shares BatchWriteItem calls among concurrent writes of at most 25 items each."""
 
-    def __init__(self, table: Table, **timing: Any) -> None:
-        super().__init__(table, **timing)
+    def __init__(self, table: Table, *, lanes: int = LANES, **timing: Any) -> None:
+        super().__init__(table, lanes=lanes, **timing)
         self._queue: deque[_WriteOp] = deque()
         self._busy: set[ItemKey] = set()  # records of operations in flight (per-key order)
         self.retries = 0
@@ -183,13 +229,14 @@ class GroupWriter(_Group):
         if not items:
             return True
         records = op.records
-        if not self._queue and self._lanes.free and self._busy.isdisjoint(records):
+        if not self._queue and self._idle and self._busy.isdisjoint(records):
             # Idle: nothing to share with, so no queue and no task (what a lone put costs raw).
             self._busy.update(records)
             await self._lanes.run_inline(self._send([op]), functools.partial(self._done, records))
             return op.future.result()
         self._queue.append(op)
-        self._pump()
+        if self._lanes.free:
+            self._pump_soon()
         return await asyncio.shield(op.future)
 
     def _pump(self) -> None:
@@ -203,31 +250,52 @@ class GroupWriter(_Group):
 
     def _done(self, records: list[ItemKey]) -> None:
         self._busy.difference_update(records)
-        self._pump()
+        self._pump_soon()
 
     def _take(self) -> list[_WriteOp]:
-        """The queue's head that fits one batch, in order; operations on busy records wait."""
-        chosen: list[_WriteOp] = []
-        items: set[ItemKey] = set()
+        """One batch: the oldest queued operation that may go, then the ones adding the fewest new items.
+
+        An operation may go when none of its records is in flight or wanted by an operation queued
+        before it (per-key order); a later operation on such a record waits behind it. Choosing
+        among the first ``WRITE_WINDOW`` eligible operations by the items they add (ties: the
+        older first) packs puts into the same folders together, so their pointers are written once.
+        """
         blocked: set[ItemKey] = set(self._busy)
-        waiting: deque[_WriteOp] = deque()
-        while self._queue:
-            op = self._queue.popleft()
+        eligible: list[_WriteOp] = []
+        for op in self._queue:
             records = op.records
-            if any(k in blocked for k in records):
-                blocked.update(records)  # later operations on these keys wait behind this one
-                waiting.append(op)
-                continue
-            new = [k for k in op.requests if k not in items]
-            if len(items) + len(new) > WRITE_LIMIT:
-                self._queue.appendleft(op)
-                break
-            self.shared_items += len(op.requests) - len(new)
-            items.update(new)
-            blocked.update(records)
+            if blocked.isdisjoint(records):
+                eligible.append(op)
+                if len(eligible) == WRITE_WINDOW:
+                    break
+            blocked.update(records)  # later operations on these keys wait behind this one
+        if not eligible:
+            return []
+        chosen = [eligible[0]]
+        items: set[ItemKey] = set(eligible[0].requests)
+        rest = eligible[1:]
+        # costs[i]: the items rest[i] would add; kept current through ``holders`` as items join.
+        costs = [sum(k not in items for k in op.requests) for op in rest]
+        holders: dict[ItemKey, list[int]] = {}
+        for i, op in enumerate(rest):
+            for k in op.requests:
+                holders.setdefault(k, []).append(i)
+        taken = WRITE_LIMIT + 1  # a cost that never fits: marks an operation already chosen
+        while rest:
+            best = min(range(len(rest)), key=costs.__getitem__)  # ties: the older operation
+            if len(items) + costs[best] > WRITE_LIMIT:
+                break  # the cheapest does not fit, so none does
+            op = rest[best]
+            self.shared_items += len(op.requests) - costs[best]
+            costs[best] = taken
+            for k in op.requests:
+                if k not in items:
+                    items.add(k)
+                    for i in holders[k]:
+                        costs[i] -= 1
             chosen.append(op)
-        waiting.extend(self._queue)
-        self._queue = waiting
+        going = set(chosen)
+        self._queue = deque(op for op in self._queue if op not in going)
         return chosen
 
     async def _send(self, batch: list[_WriteOp]) -> None:
@@ -292,8 +360,8 @@ class _Read:
 class GroupReader(_Group):
     """Shares consistent BatchGetItem calls among concurrent point reads; a lone read is a GetItem."""
 
-    def __init__(self, table: Table, **timing: Any) -> None:
-        super().__init__(table, **timing)
+    def __init__(self, table: Table, *, lanes: int = LANES, **timing: Any) -> None:
+        super().__init__(table, lanes=lanes, **timing)
         self._queue: deque[_Read] = deque()
         self.batched_keys = 0
         """Keys read through a BatchGetItem shared with other reads."""
@@ -301,11 +369,12 @@ class GroupReader(_Group):
     async def get(self, path: str, name: str) -> Item | None:
         """The item at (``path``, ``name``), read consistently, or None."""
         read = _Read((path, name), asyncio.get_running_loop().create_future())
-        if not self._queue and self._lanes.free:
-            await self._lanes.run_inline(self._send({read.key: [read]}), self._pump)
+        if not self._queue and self._idle:
+            await self._lanes.run_inline(self._send({read.key: [read]}), self._pump_soon)
             return read.future.result()
         self._queue.append(read)
-        self._pump()
+        if self._lanes.free:
+            self._pump_soon()
         return await asyncio.shield(read.future)
 
     def _pump(self) -> None:
@@ -314,7 +383,7 @@ class GroupReader(_Group):
             while self._queue and (len(reads) < GET_LIMIT or self._queue[0].key in reads):
                 r = self._queue.popleft()
                 reads.setdefault(r.key, []).append(r)
-            self._lanes.start(self._send(reads), self._pump)
+            self._lanes.start(self._send(reads), self._pump_soon)
 
     async def _send(self, reads: dict[ItemKey, list[_Read]]) -> None:
         def deliver(key: ItemKey, item: Item | None) -> None:
@@ -333,23 +402,34 @@ class GroupReader(_Group):
             self.batched_keys += len(reads)
             backoff = self._backoff()
             while reads:
+                reason: Exception | None = None
                 keys = [{ATTR_PATH: {"S": p}, ATTR_KEY: {"S": n}} for p, n in reads]
-                out = await self._table.call(
-                    "batch_get_item", RequestItems={self._table.name: {"Keys": keys, "ConsistentRead": True}}
-                )
-                for item in out.get("Responses", {}).get(self._table.name, []):
-                    deliver((item[ATTR_PATH]["S"], item[ATTR_KEY]["S"]), item)
-                left = out.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", [])
-                unprocessed = {(k[ATTR_PATH]["S"], k[ATTR_KEY]["S"]) for k in left}
-                metrics.record_unprocessed("BatchGetItem", len(unprocessed))
-                for key in [k for k in reads if k not in unprocessed]:
-                    deliver(key, None)  # asked, answered, absent
-                if not reads:
-                    return
+                try:
+                    out = await self._table.call(
+                        "batch_get_item", RequestItems={self._table.name: {"Keys": keys, "ConsistentRead": True}}
+                    )
+                except Exception as exc:
+                    # A shared request that failed for a passing reason (throttled past the SDK's
+                    # retries, a dropped connection) is resent within the deadline, like the
+                    # writer's: failing it would fail every read that happened to share it.
+                    if not is_transient(exc):
+                        raise
+                    reason = exc
+                else:
+                    for item in out.get("Responses", {}).get(self._table.name, []):
+                        deliver((item[ATTR_PATH]["S"], item[ATTR_KEY]["S"]), item)
+                    left = out.get("UnprocessedKeys", {}).get(self._table.name, {}).get("Keys", [])
+                    unprocessed = {(k[ATTR_PATH]["S"], k[ATTR_KEY]["S"]) for k in left}
+                    metrics.record_unprocessed("BatchGetItem", len(unprocessed))
+                    for key in [k for k in reads if k not in unprocessed]:
+                        deliver(key, None)  # asked, answered, absent
+                    if not reads:
+                        return
                 delay = backoff.next_delay()
                 if delay is None:
-                    raise Throttled(f"{len(reads)} keys still unprocessed at the deadline", code="UnprocessedKeys")
-                metrics.record_batch_retry("BatchGetItem")
+                    raise reason or Throttled(f"{len(reads)} keys still unprocessed at the deadline",
+                                              code="UnprocessedKeys")
+                metrics.record_batch_retry("BatchGetItem", reason)
                 await asyncio.sleep(delay)
         except BaseException as exc:
             for waiting in reads.values():
