@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.experiments.lanes [--ops 3000] [--rounds 3] [--lanes 1,2,3,4,6]
         [--concurrency 64] [--folders 10] [--latency-ms 0] [--endpoint URL] [--json PATH]
 
-What :data:`kvstore.dynamodb.coalesce.LANES` rests on. Per operation and lane count, ``ops``
+What :data:`kvstore.dynamodb.coalesce.WRITE_LANES` and ``READ_LANES`` rest on. Per operation and lane count, ``ops``
 operations run ``rounds`` times in a closed loop of ``concurrency`` tasks, through a fresh
 ``GroupReader`` / ``GroupWriter`` with that many lanes; lane counts take turns round by round (the
 first one rotating), so noise hits all of them. CPU is ``time.thread_time()`` of the event-loop
@@ -45,7 +45,7 @@ from benchmarks.report import environment
 from benchmarks.runner import RESULTS_DIR
 from benchmarks.targets import run_tables
 from kvstore.dynamodb import DynamoDBBackend
-from kvstore.dynamodb.coalesce import LANES, GroupReader, GroupWriter
+from kvstore.dynamodb.coalesce import READ_LANES, WRITE_LANES, GroupReader, GroupWriter
 from kvstore.dynamodb.pointers import FolderPointers
 from kvstore.dynamodb.records import new_version, record_item
 from kvstore.dynamodb.table import Table
@@ -167,12 +167,14 @@ async def measure(endpoint: str, via: str, ops: int, rounds: int, lanes: tuple[i
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """One row per (operation, lanes); ``*`` marks the current ``LANES``."""
+    """One row per (operation, lanes); ``*`` marks the lane count kvstore uses for that operation."""
     header = (f"{'op':<4} {'lanes':>6} | {'ops/s':>7} | {'CPU ms/op':>9} | {'items/put':>9} | {'requests/op':>11} | "
               f"{'p50 ms':>7} | {'p95 ms':>7}")
-    lines = [f"concurrent operations sharing requests, by lane count (* = LANES, {LANES})", header, "-" * len(header)]
+    title = f"operations sharing requests, by lane count (* = kvstore's: get {READ_LANES}, put {WRITE_LANES})"
+    lines = [title, header, "-" * len(header)]
     for r in rows:
-        mark = ("*" if r["lanes"] == LANES else "") + ("!" if r["errors"] else "")
+        ours = READ_LANES if r["operation"] == "get" else WRITE_LANES
+        mark = ("*" if r["lanes"] == ours else "") + ("!" if r["errors"] else "")
         items = "-" if r["items_per_put"] is None else f"{r['items_per_put']:.3f}"
         lines.append(f"{r['operation']:<4} {r['lanes']:>4}{mark:<2} | {r['ops_per_s']:>7,.0f} | "
                      f"{r['cpu_ms_per_op']:>9.3f} | {items:>9} | {r['requests_per_op']:>11.4f} | "
@@ -197,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     with endpoint_or_local(args.endpoint) as url, data_path(url, args.latency_ms) as via:
         rows = asyncio.run(measure(url, via, args.ops, args.rounds, lanes, args.concurrency, args.folders))
     doc = {"experiment": "lanes", "ops": args.ops, "rounds": args.rounds, "lanes": list(lanes),
-           "default_lanes": LANES, "concurrency": args.concurrency, "folders": args.folders,
-           "latency_ms": args.latency_ms,
+           "default_lanes": {"get": READ_LANES, "put": WRITE_LANES}, "concurrency": args.concurrency,
+           "folders": args.folders, "latency_ms": args.latency_ms,
            "value_size": _VALUE_SIZE, "depth": 3, **environment(), "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")

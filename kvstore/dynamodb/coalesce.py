@@ -48,16 +48,18 @@ from kvstore.dynamodb.records import ATTR_KEY, ATTR_PATH, Item
 from kvstore.dynamodb.table import Table
 from kvstore.errors import Throttled, WriteIncomplete, is_transient
 
-__all__ = ["GET_LIMIT", "LANES", "GroupReader", "GroupWriter"]
+__all__ = ["GET_LIMIT", "READ_LANES", "WRITE_LANES", "GroupReader", "GroupWriter"]
 
 log = logging.getLogger(__name__)
 
 #: Requests of one kind in flight at once: few enough that concurrent operations share requests,
-#: enough that one slow request does not stall the rest. ``python -m benchmarks.experiments.lanes``
-#: with 64 callers: on loopback, where CPU decides, fewer lanes cost less CPU and fewer items per
-#: put (fuller batches share more pointers) and 1 lane is as fast as 2; with 5 ms round trips, 2
-#: lanes moved 1.4x the puts of 1 and more gets than 1 or 4.
-LANES = 2
+#: enough that one slow request does not stall the rest and the engine works on several at once.
+#: ``python -m benchmarks.experiments.lanes`` (64 callers, loopback and 5 ms round trips): writes
+#: moved the most with 3 lanes (1.2x 2 lanes, 1.4x 1 lane at 5 ms; more lanes mean emptier batches,
+#: more items per put and more CPU), reads with 1-2 (a BatchGetItem's cost barely grows with its
+#: keys, so fewer, fuller requests win; 2 keeps one slow request from stalling every read).
+WRITE_LANES = 3
+READ_LANES = 2
 #: Turns of the event loop a freed lane waits before it takes the queue (see ``_Group._pump_soon``).
 SETTLE_TURNS = 4
 #: DynamoDB's limits on one BatchWriteItem and one BatchGetItem.
@@ -206,7 +208,7 @@ class _Group:
 class GroupWriter(_Group):
     """Shares BatchWriteItem calls among concurrent writes of at most 25 items each."""
 
-    def __init__(self, table: Table, *, lanes: int = LANES, **timing: Any) -> None:
+    def __init__(self, table: Table, *, lanes: int = WRITE_LANES, **timing: Any) -> None:
         super().__init__(table, lanes=lanes, **timing)
         self._queue: deque[_WriteOp] = deque()
         self._busy: set[ItemKey] = set()  # records of operations in flight (per-key order)
@@ -360,7 +362,7 @@ class _Read:
 class GroupReader(_Group):
     """Shares consistent BatchGetItem calls among concurrent point reads; a lone read is a GetItem."""
 
-    def __init__(self, table: Table, *, lanes: int = LANES, **timing: Any) -> None:
+    def __init__(self, table: Table, *, lanes: int = READ_LANES, **timing: Any) -> None:
         super().__init__(table, lanes=lanes, **timing)
         self._queue: deque[_Read] = deque()
         self.batched_keys = 0
