@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import kvstore
 from kvstore import BackendClosed, EngineUnavailable, Entry, TableNotFound
 from kvstore.dynamodb import DynamoDBBackend
 from kvstore.engine import free_port
@@ -111,6 +112,25 @@ async def test_list_reads_every_page(dynamo: DynamoDBBackend) -> None:
     before = dynamo.table.requests["query"]
     assert await dynamo.list("big/") == names
     assert dynamo.table.requests["query"] - before >= 2, "the listing spanned more than one page"
+
+
+async def test_requests_carry_kvstores_fixed_user_agent(dynamo: DynamoDBBackend) -> None:
+    # Built once (botocore would rebuild it twice per request): the same header on every request.
+    seen: list[str] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        agent = request.headers["User-Agent"]
+        seen.append(agent.decode() if isinstance(agent, bytes) else agent)
+
+    events = dynamo.table.client.meta.events
+    events.register("before-send.dynamodb", capture)
+    try:
+        await dynamo.put(Entry("ua/k", b"v"))
+        await dynamo.get("ua/k")
+    finally:
+        events.unregister("before-send.dynamodb", capture)
+    assert len(seen) >= 2 and len(set(seen)) == 1
+    assert seen[0].startswith(f"kvstore/{kvstore.__version__} aiobotocore/")
 
 
 async def test_permit_pool_bounds_requests_in_flight(dynamodb_conf: dict[str, str]) -> None:
