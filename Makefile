@@ -36,12 +36,13 @@ bench: setup ## The standard benchmark sets; JSON and plots under benchmarks/res
 bench-quick: setup
 	$(PY) -m benchmarks --quick
 
-bench-coalesce: setup ## Issue 11: coalescing on/off vs raw, hot folders, delete depths at 5 ms, CPU ms/op
+bench-coalesce: setup ## Issue 11: coalescing on/off vs raw, hot folders, delete depths at 5 ms, CPU ms/op, lanes
 	$(PY) -m benchmarks --coalesce --results benchmarks/results/coalesce
 	$(PY) -m benchmarks --latency-ms 5 --workloads delete --concurrency none --depths 1,2,3,4,5,6,7,8 \
 		--value-sizes none --sweep-concurrency 1 --sweep-keys 100 --results benchmarks/results/delete-5ms
 	$(PY) -c "import aiodynamo" 2>/dev/null || $(PY) -m pip install -q 'aiodynamo>=26'
 	$(PY) -m benchmarks.experiments.cpu --json benchmarks/results/cpu.json
+	$(PY) -m benchmarks.experiments.lanes --lanes 1,2,3,4 --ops 2000 --latency-ms 5 --json benchmarks/results/lanes-5ms.json
 
 engine: setup ## DynamoDB Local in the foreground on PORT (default 8000)
 	$(PY) -m kvstore.cli local --port $(PORT)
