@@ -28,11 +28,11 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.engine import endpoint_or_local
+from benchmarks.experiments.closed_loop import Op, closed_loop
 from benchmarks.report import environment
 from benchmarks.runner import RESULTS_DIR
 from benchmarks.targets import ROOT_PATH, open_target, pointer, prefixes, run_tables, split
@@ -41,8 +41,6 @@ from benchmarks.workloads import KeySpace
 CLIENTS = ("kvstore", "kvstore-plain", "aiobotocore", "aiodynamo")
 OPERATIONS = ("get", "put")
 _VALUE_SIZE = 1024
-
-Op = Callable[[str], Awaitable[Any]]
 
 
 async def _open_aiodynamo(stack: contextlib.AsyncExitStack, endpoint: str, table: str,
@@ -82,28 +80,6 @@ async def _open(name: str, stack: contextlib.AsyncExitStack, endpoint: str, tabl
     return {"get": target.get, "put": lambda key: target.put(key, value)}
 
 
-async def _round(op: Op, keys: list[str], concurrency: int) -> tuple[float, float, int]:
-    """(CPU s, wall s, errors) of ``keys`` operations in a closed loop of ``concurrency`` tasks."""
-    todo = iter(keys)
-    errors = 0
-
-    async def worker() -> None:
-        nonlocal errors
-        for key in todo:
-            try:
-                await op(key)
-            except Exception:
-                errors += 1
-
-    before = asyncio.all_tasks()
-    cpu0, t0 = time.thread_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(keys)))))
-    wall = time.perf_counter() - t0
-    if left := asyncio.all_tasks() - before - {asyncio.current_task()}:  # kvstore's follow-up writes
-        await asyncio.wait(left, timeout=30)
-    return time.thread_time() - cpu0, wall, errors
-
-
 async def measure(endpoint: str, clients: tuple[str, ...], ops: int, rounds: int,
                   concurrency: tuple[int, ...], seed: int = 1) -> dict[str, Any]:
     rng = random.Random(seed)
@@ -121,10 +97,10 @@ async def measure(endpoint: str, clients: tuple[str, ...], ops: int, rounds: int
             except Exception as exc:  # e.g. aiodynamo not installed
                 unavailable[name] = f"{type(exc).__name__}: {exc}"
         first = next(iter(opened.values()))
-        await _round(first["put"], keys, 32)  # every get finds its record
+        await closed_loop(first["put"], keys, 32)  # every get finds its record
         for client in opened.values():  # warm-up: connections, engine JIT
             for operation in OPERATIONS:
-                await _round(client[operation], keys[: min(100, ops)], 8)
+                await closed_loop(client[operation], keys[: min(100, ops)], 8)
         for operation in OPERATIONS:
             for conc in concurrency:
                 samples: dict[str, list[tuple[float, float, int]]] = {n: [] for n in opened}
@@ -132,7 +108,7 @@ async def measure(endpoint: str, clients: tuple[str, ...], ops: int, rounds: int
                 for r in range(rounds):
                     plan = rng.sample(keys, len(keys))
                     for name in order[r % len(order):] + order[: r % len(order)]:
-                        samples[name].append(await _round(opened[name][operation], plan, conc))
+                        samples[name].append(await closed_loop(opened[name][operation], plan, conc))
                 for name, got in samples.items():
                     cpu = statistics.median(s[0] for s in got) * 1000 / ops
                     wall = statistics.median(s[1] for s in got)

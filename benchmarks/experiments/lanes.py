@@ -36,11 +36,11 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmarks.engine import data_path, endpoint_or_local
+from benchmarks.experiments.closed_loop import Op, closed_loop
 from benchmarks.report import environment
 from benchmarks.runner import RESULTS_DIR
 from benchmarks.targets import run_tables
@@ -55,8 +55,6 @@ from kvstore.keys import split
 OPERATIONS = ("get", "put")
 _VALUE_SIZE = 1024
 _DEADLINE = 30.0  # the backend's default write_deadline
-
-Op = Callable[[str], Awaitable[Any]]
 
 
 class Sample(NamedTuple):
@@ -81,33 +79,6 @@ def _get(reader: GroupReader) -> Op:
     return lambda key: reader.get(*split(key))
 
 
-async def _round(op: Op, keys: list[str], concurrency: int,
-                 latencies: list[float] | None = None) -> tuple[float, float, int]:
-    """(CPU s, wall s, errors) of ``keys`` operations in a closed loop of ``concurrency`` tasks;
-    each operation's latency is appended to ``latencies``."""
-    todo = iter(keys)
-    errors = 0
-    took = latencies if latencies is not None else []
-
-    async def worker() -> None:
-        nonlocal errors
-        for key in todo:
-            start = time.perf_counter()
-            try:
-                await op(key)
-            except Exception:
-                errors += 1
-            took.append(time.perf_counter() - start)
-
-    before = asyncio.all_tasks()
-    cpu0, t0 = time.thread_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(keys)))))
-    wall = time.perf_counter() - t0
-    if left := asyncio.all_tasks() - before - {asyncio.current_task()}:  # lanes still finishing
-        await asyncio.wait(left, timeout=30)
-    return time.thread_time() - cpu0, wall, errors
-
-
 async def _sample(table: Table, operation: str, lanes: int, value: bytes, keys: list[str],
                   concurrency: int) -> Sample:
     """One round of ``operation`` through a fresh reader or writer with ``lanes`` lanes."""
@@ -115,7 +86,7 @@ async def _sample(table: Table, operation: str, lanes: int, value: bytes, keys: 
     op = _put(writer, value) if operation == "put" else _get(GroupReader(table, lanes=lanes, deadline=_DEADLINE))
     sent = table.requests.copy()
     latencies: list[float] = []
-    cpu, wall, errors = await _round(op, keys, concurrency, latencies)
+    cpu, wall, errors = await closed_loop(op, keys, concurrency, latencies)
     return Sample(cpu, wall, errors, table.requests - sent, writer.shared_items, latencies)
 
 
@@ -137,7 +108,7 @@ async def measure(endpoint: str, via: str, ops: int, rounds: int, lanes: tuple[i
     rows: list[dict[str, Any]] = []
     async with run_tables(endpoint, [name]), await DynamoDBBackend.create(conf, environ={}) as backend:
         table = backend.table
-        await _round(_put(GroupWriter(table, deadline=_DEADLINE), value), keys, 32)  # every get finds its record
+        await closed_loop(_put(GroupWriter(table, deadline=_DEADLINE), value), keys, 32)  # every get finds its record
         for n in lanes:  # warm-up: connections, engine JIT
             for operation in OPERATIONS:
                 await _sample(table, operation, n, value, keys[: min(200, ops)], concurrency)
